@@ -1,0 +1,93 @@
+"""The catalog's HTTP routes (paths and payloads as the catalog contract fixes them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from muster.catalog.model import (
+    MAX_DISCOVER_LIMIT,
+    DeregisterInput,
+    DiscoverQuery,
+    HeartbeatInput,
+    PromoteInput,
+    RegisterInput,
+)
+from muster.catalog.service import CatalogService
+from muster.errors import Invalid
+from muster.http.responses import JSON
+from muster.observability import HEARTBEATS
+from muster.validation import parse
+
+__all__ = ["router"]
+
+
+def router(catalog: CatalogService) -> APIRouter:
+    api = APIRouter(tags=["catalog"])
+
+    @api.post("/register", summary="Register a service instance")
+    async def register(body: RegisterInput) -> Response:
+        return JSON((await catalog.register(body)).to_dict())
+
+    @api.put("/heartbeat", summary="Report that a service is alive (404: register again)")
+    async def heartbeat(body: HeartbeatInput) -> Response:
+        HEARTBEATS.labels(door="http").inc()
+        return JSON((await catalog.heartbeat(body)).to_dict())
+
+    @api.get("/discover", summary="Find live services, best first (lowest load, then p95)")
+    async def discover(
+        name: str | None = None,
+        type: str | None = None,
+        role: str | None = None,
+        cap: list[str] = Query(default_factory=list),
+        label: list[str] = Query(default_factory=list, description="key=value"),
+        status: str | None = None,
+        limit: int = 100,
+    ) -> Response:
+        query = parse(
+            DiscoverQuery,
+            {"name": name, "type": type, "role": role, "cap": cap, "label": label, "status": status, "limit": limit},
+        )
+        return JSON({"services": [r.to_dict() for r in catalog.discover(query)]})
+
+    @api.post("/promote", summary="Change a service's role")
+    async def promote(body: PromoteInput) -> Response:
+        return JSON((await catalog.promote(body)).to_dict())
+
+    @api.post("/deregister", summary="Remove a service")
+    async def deregister(body: DeregisterInput) -> Response:
+        record = await catalog.deregister(body)
+        return JSON({"service_id": record.service_id, "deregistered": True})
+
+    @api.get("/services", summary="Every registered service, by name")
+    async def list_services(
+        status: str | None = None,
+        limit: int = Query(1000, ge=1, le=10_000),
+        offset: int = Query(0, ge=0),
+    ) -> Response:
+        if status is not None and status not in ("ok", "degraded", "down"):
+            raise Invalid("status", "must be one of ok, degraded, down")
+        records = catalog.list_services(status=status, limit=limit, offset=offset)
+        return JSON({"services": [r.to_dict() for r in records]})
+
+    @api.get("/services/{service_id}", summary="One service")
+    async def get_service(service_id: str) -> Response:
+        return JSON((await catalog.get(service_id)).to_dict())
+
+    @api.get("/stats", summary="Heartbeat monitor statistics")
+    async def stats() -> Response:
+        return JSON((await catalog.stats()).to_dict())
+
+    @api.get("/alerts", summary="Heartbeat alerts, newest first")
+    async def alerts(
+        limit: int = Query(100, ge=1, le=MAX_DISCOVER_LIMIT),
+        since: datetime | None = Query(None, description="ISO 8601; alerts at or after it"),
+    ) -> Response:
+        if since is not None and since.tzinfo is None:
+            raise Invalid("since", "must carry a UTC offset, e.g. 2026-01-01T00:00:00Z")
+        records = await catalog.alerts(limit=limit, since=since)
+        return JSON({"alerts": [a.to_dict() for a in records]})
+
+    return api

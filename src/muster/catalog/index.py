@@ -1,0 +1,140 @@
+"""The catalog's in-memory index: discovery without touching the store.
+
+It is built from a snapshot at start and then kept current by the event log
+(``catalog.*`` events carry the full state they change), so every process
+answers ``discover`` from memory. Heartbeat metrics (load, p95, queue depth)
+are soft state: they arrive from local heartbeats at once and from other
+processes through a periodic refresh (see ``CatalogService``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+from datetime import datetime
+from typing import Any
+
+from muster.catalog.model import DiscoverQuery, ServiceRecord
+from muster.events.hub import Event
+
+__all__ = ["CatalogIndex", "record_from_dict"]
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def record_from_dict(data: dict[str, Any]) -> ServiceRecord:
+    registered_at = _ts(data["registered_at"])
+    assert registered_at is not None
+    return ServiceRecord(
+        service_id=data["service_id"],
+        name=data["name"],
+        type=data["type"],
+        role=data["role"],
+        url=data["url"],
+        caps=list(data["caps"]),
+        labels=dict(data["labels"]),
+        ctx_limit=data.get("ctx_limit"),
+        cost_hint_usd_per_1k=data.get("cost_hint_usd_per_1k"),
+        heartbeat_interval_s=int(data["heartbeat_interval_s"]),
+        ttl_s=int(data["ttl_s"]),
+        status=data["status"],
+        registered_at=registered_at,
+        last_heartbeat_ts=_ts(data.get("last_heartbeat_ts")),
+        p95_ms=data.get("p95_ms"),
+        queue_depth=data.get("queue_depth"),
+        load=data.get("load"),
+    )
+
+
+class CatalogIndex:
+    def __init__(self) -> None:
+        self.by_id: dict[str, ServiceRecord] = {}
+        self._by_name: defaultdict[str, set[str]] = defaultdict(set)
+        self._by_type: defaultdict[str, set[str]] = defaultdict(set)
+        self._by_role: defaultdict[str, set[str]] = defaultdict(set)
+        self._by_cap: defaultdict[str, set[str]] = defaultdict(set)
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def get(self, service_id: str) -> ServiceRecord | None:
+        return self.by_id.get(service_id)
+
+    def put(self, record: ServiceRecord) -> None:
+        old = self.by_id.get(record.service_id)
+        if old is not None:
+            self._unlink(old)
+        self.by_id[record.service_id] = record
+        self._by_name[record.name].add(record.service_id)
+        self._by_type[record.type].add(record.service_id)
+        self._by_role[record.role].add(record.service_id)
+        for cap in record.caps:
+            self._by_cap[cap].add(record.service_id)
+
+    def remove(self, service_id: str) -> ServiceRecord | None:
+        old = self.by_id.pop(service_id, None)
+        if old is not None:
+            self._unlink(old)
+        return old
+
+    def _unlink(self, record: ServiceRecord) -> None:
+        for table, key in (
+            (self._by_name, record.name),
+            (self._by_type, record.type),
+            (self._by_role, record.role),
+            *((self._by_cap, cap) for cap in record.caps),
+        ):
+            members = table.get(key)
+            if members is not None:
+                members.discard(record.service_id)
+                if not members:
+                    del table[key]
+
+    def set_role(self, service_id: str, role: str) -> None:
+        record = self.by_id.get(service_id)
+        if record is not None and record.role != role:
+            self._by_role[record.role].discard(service_id)
+            record.role = role
+            self._by_role[role].add(service_id)
+
+    def discover(self, query: DiscoverQuery) -> list[ServiceRecord]:
+        """Matching records, best first (lowest load, then p95), at most ``query.limit``."""
+        candidates: list[set[str]] = []
+        if query.name is not None:
+            candidates.append(self._by_name.get(query.name, set()))
+        if query.type is not None:
+            candidates.append(self._by_type.get(query.type, set()))
+        if query.role is not None:
+            candidates.append(self._by_role.get(query.role, set()))
+        candidates.extend(self._by_cap.get(cap, set()) for cap in query.cap)
+        if candidates:
+            smallest = min(candidates, key=len)
+            pool = (self.by_id[sid] for sid in smallest)
+        else:
+            pool = iter(self.by_id.values())
+        matching = (record for record in pool if record.matches(query))
+        return heapq.nsmallest(query.limit, matching, key=ServiceRecord.rank)
+
+    def status_counts(self) -> Counter[str]:
+        return Counter(record.status for record in self.by_id.values())
+
+    def apply(self, event: Event) -> None:
+        """Bring the index up to date with one ``catalog.*`` event."""
+        payload = event.payload
+        if event.kind == "catalog.registered":
+            self.put(record_from_dict(payload["service"]))
+        elif event.kind == "catalog.deregistered":
+            self.remove(payload["service_id"])
+        elif event.kind == "catalog.promoted":
+            self.set_role(payload["service_id"], payload["role"])
+        elif event.kind == "catalog.status_changed":
+            record = self.by_id.get(payload["service_id"])
+            if record is not None:
+                record.status = payload["status"]
+                seen = _ts(payload.get("last_heartbeat_ts"))
+                if seen is not None and (record.last_heartbeat_ts is None or seen > record.last_heartbeat_ts):
+                    record.last_heartbeat_ts = seen

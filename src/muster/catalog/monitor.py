@@ -1,0 +1,155 @@
+"""The heartbeat monitor: sweeps the catalog and acts on missed beats.
+
+Runs only in the leader process (see ``muster.store.leader``). Each sweep
+flushes this process's buffered beats, reads every service from the store,
+asks :func:`muster.catalog.model.judge` what to do at the server's current
+time, and applies each verdict in the store under a guard: a service whose
+last beat changed since it was read is left alone (it beat in the meantime).
+Each action writes an alert row and a ``catalog.alert`` event; the JSONL file
+sink follows those events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import structlog
+
+from muster.catalog import store as q
+from muster.catalog.model import ServiceRecord, Verdict, judge
+from muster.catalog.service import CatalogService
+from muster.clock import isoformat
+from muster.observability import MONITOR_SWEEPS
+from muster.store.engine import Tx
+from muster.store.leader import Leadership
+
+__all__ = ["HeartbeatMonitor"]
+
+log = structlog.get_logger("muster.monitor")
+
+
+class HeartbeatMonitor:
+    def __init__(
+        self,
+        catalog: CatalogService,
+        leadership: Leadership,
+        *,
+        interval: float,
+        alerts_retained: int = 10_000,
+        on_leader: Callable[[], None] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.leadership = leadership
+        self.interval = interval
+        self.alerts_retained = alerts_retained
+        self._on_leader = on_leader
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="muster-heartbeat-monitor")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        was_leader = False
+        while True:
+            try:
+                leader = await self.leadership.try_acquire()
+                if leader and not was_leader and self._on_leader is not None:
+                    self._on_leader()
+                was_leader = leader
+                if leader:
+                    await self.sweep()
+            except Exception as exc:
+                MONITOR_SWEEPS.labels(outcome="failed").inc()
+                log.warning("monitor.sweep_failed", error=repr(exc))
+            await asyncio.sleep(self.interval)
+
+    async def sweep(self) -> list[tuple[ServiceRecord, Verdict]]:
+        """One pass over the catalog; returns what was acted on."""
+        catalog = self.catalog
+        await catalog.flush()
+        async with catalog.store.read() as conn:
+            records = await q.load_services(conn)
+        now = catalog.clock.now()
+        verdicts = [(r, v) for r in records if (v := judge(r, now, catalog.thresholds)) is not None]
+        impacts = {r.service_id: self._impact(r) for r, v in verdicts if v.action == "marked_down"}
+
+        async def op(tx: Tx) -> list[tuple[ServiceRecord, Verdict]]:
+            acted: list[tuple[ServiceRecord, Verdict]] = []
+            for record, verdict in verdicts:
+                if await self._apply(tx, record, verdict, impacts.get(record.service_id)):
+                    acted.append((record, verdict))
+            await q.put_state(tx.conn, "last_check", isoformat(tx.now), tx.insert)
+            if acted:
+                await q.prune_alerts(tx.conn, self.alerts_retained)
+            return acted
+
+        acted = await catalog.store.write(op)
+        MONITOR_SWEEPS.labels(outcome="ok").inc()
+        for record, verdict in acted:
+            log.info(
+                "monitor.acted",
+                service_id=record.service_id,
+                service_name=record.name,
+                action=verdict.action,
+                missed_beats=verdict.missed_beats,
+            )
+        return acted
+
+    def _impact(self, record: ServiceRecord) -> list[str] | None:
+        provider = self.catalog.impact_provider
+        if provider is None:
+            return None
+        try:
+            return provider(record.name)
+        except Exception as exc:  # an impact lookup must never stop the monitor
+            log.warning("monitor.impact_failed", service=record.name, error=repr(exc))
+            return None
+
+    @staticmethod
+    async def _apply(tx: Tx, record: ServiceRecord, verdict: Verdict, impacted: list[str] | None) -> bool:
+        if verdict.action == "marked_down":
+            changed = await q.set_status(
+                tx.conn,
+                record.service_id,
+                "down",
+                unless_status="down",
+                seen=record.last_heartbeat_ts,
+                check_seen=True,
+            )
+            if not changed:
+                return False
+            tx.emit(
+                "catalog.status_changed",
+                record.service_id,
+                {"service_id": record.service_id, "status": "down", "last_heartbeat_ts": isoformat(record.last_heartbeat_ts)},
+            )
+        else:
+            current = await q.get_service(tx.conn, record.service_id)
+            if current is None or current.last_heartbeat_ts != record.last_heartbeat_ts:
+                return False
+            await q.delete_service(tx.conn, record.service_id)
+            tx.emit(
+                "catalog.deregistered",
+                record.service_id,
+                {"service_id": record.service_id, "reason": "missed_heartbeats"},
+            )
+        details = {"impacted_services": impacted} if impacted is not None else {}
+        alert = await q.insert_alert(
+            tx.conn,
+            alert_type=verdict.alert_type,
+            record=record,
+            missed_beats=verdict.missed_beats,
+            action=verdict.action,
+            ts=tx.now,
+            details=details,
+        )
+        tx.emit("catalog.alert", record.service_id, alert.to_dict())
+        return True

@@ -1,0 +1,325 @@
+"""The catalog's application service: the one implementation behind HTTP and gRPC.
+
+Registrations, promotions, deregistrations and status changes are durable
+writes that commit with their event before they are acknowledged. Heartbeats
+that change nothing but soft state (last beat, p95, queue depth, load) are
+acknowledged from memory and written in one batch every
+``heartbeat_flush_interval`` (0.5 s by default): that is what lets one
+process take tens of thousands of beats a second. A beat that changes a
+status (``ok``/``degraded``, or a ``down`` service coming back) is written at
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from muster.catalog import store as q
+from muster.catalog.index import CatalogIndex
+from muster.catalog.model import (
+    AlertRecord,
+    DeregisterInput,
+    DiscoverQuery,
+    HeartbeatInput,
+    MonitorThresholds,
+    PromoteInput,
+    RegisterInput,
+    ServiceRecord,
+)
+from muster.clock import Clock, isoformat
+from muster.errors import NotFound
+from muster.events.hub import EventHub
+from muster.store.engine import Store, Tx
+
+__all__ = ["BeatAck", "CatalogService", "Registered", "Stats"]
+
+log = structlog.get_logger("muster.catalog")
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    service_id: str
+    registered_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"service_id": self.service_id, "registered_at": isoformat(self.registered_at)}
+
+
+@dataclass(frozen=True, slots=True)
+class BeatAck:
+    service_id: str
+    status: str
+    received_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"service_id": self.service_id, "status": self.status, "received_at": isoformat(self.received_at)}
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    total_services: int
+    healthy_services: int
+    degraded_services: int
+    down_services: int
+    last_check: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total_services": self.total_services,
+            "healthy_services": self.healthy_services,
+            "degraded_services": self.degraded_services,
+            "down_services": self.down_services,
+            "last_check": isoformat(self.last_check),
+        }
+
+
+ImpactProvider = Callable[[str], list[str]]
+
+
+class CatalogService:
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        clock: Clock,
+        *,
+        thresholds: MonitorThresholds | None = None,
+        flush_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.clock = clock
+        self.thresholds = thresholds or MonitorThresholds()
+        self.index = CatalogIndex()
+        self.flush_interval = flush_interval
+        self.impact_provider: ImpactProvider | None = None
+        self._pending_beats: dict[str, dict[str, Any]] = {}
+        self._watermark: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+        hub.add_applier(self._apply)
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def load(self) -> None:
+        """Fill the index from the store (call before the hub starts following)."""
+        async with self.store.read() as conn:
+            records = await q.load_services(conn)
+        for record in records:
+            self.index.put(record)
+        self._watermark = max((r.last_heartbeat_ts for r in records if r.last_heartbeat_ts), default=None)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._soft_state_loop(), name="muster-catalog-soft-state")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    def _apply(self, event: Any) -> None:
+        if event.kind.startswith("catalog."):
+            self.index.apply(event)
+
+    # -- operations -------------------------------------------------------------
+
+    async def register(self, data: RegisterInput) -> Registered:
+        async def op(tx: Tx) -> Registered:
+            record = ServiceRecord(
+                service_id=str(uuid.uuid4()),
+                name=data.name,
+                type=data.type,
+                role=data.role,
+                url=data.url,
+                caps=list(data.caps),
+                labels=dict(data.labels),
+                ctx_limit=data.ctx_limit,
+                cost_hint_usd_per_1k=data.cost_hint_usd_per_1k,
+                heartbeat_interval_s=data.heartbeat_interval_s,
+                ttl_s=data.ttl_s,
+                status="ok",
+                registered_at=tx.now,
+            )
+            await q.insert_service(tx.conn, record)
+            tx.emit("catalog.registered", record.service_id, {"service": record.to_dict()})
+            return Registered(record.service_id, record.registered_at)
+
+        return await self.store.write(op)
+
+    async def heartbeat(self, beat: HeartbeatInput) -> BeatAck:
+        now = self.clock.now()
+        record = self.index.get(beat.service_id) or await self._read_through(beat.service_id)
+        if record.status == "down" or record.status != beat.status:
+            return await self._status_beat(record, beat, now)
+        record.last_heartbeat_ts = now
+        record.p95_ms, record.queue_depth, record.load = beat.p95_ms, beat.queue_depth, beat.load
+        self._pending_beats[beat.service_id] = {
+            "sid": beat.service_id,
+            "ts": now,
+            "p95": beat.p95_ms,
+            "queue": beat.queue_depth,
+            "ld": beat.load,
+        }
+        return BeatAck(beat.service_id, beat.status, now)
+
+    async def _read_through(self, service_id: str) -> ServiceRecord:
+        """Not in this process's index yet (registered elsewhere a moment ago?): ask the store."""
+        async with self.store.read() as conn:
+            record = await q.get_service(conn, service_id)
+        if record is None:
+            raise NotFound(f"service {service_id} is not registered (register again)", field="service_id")
+        await self.hub.advance_to(await self.hub.head())
+        return self.index.get(service_id) or record
+
+    async def _status_beat(self, record: ServiceRecord, beat: HeartbeatInput, now: datetime) -> BeatAck:
+        values = {
+            "last_heartbeat_ts": now,
+            "p95_ms": beat.p95_ms,
+            "queue_depth": beat.queue_depth,
+            "load": beat.load,
+        }
+        recovering = record.status == "down"
+
+        async def op(tx: Tx) -> bool:
+            changed = await q.set_status(
+                tx.conn,
+                beat.service_id,
+                beat.status,
+                only_if_status="down" if recovering else None,
+                beat=values,
+            )
+            if not changed:
+                current = await q.get_service(tx.conn, beat.service_id)
+                if current is None:
+                    raise NotFound(f"service {beat.service_id} is not registered (register again)", field="service_id")
+                return False
+            tx.emit(
+                "catalog.status_changed",
+                beat.service_id,
+                {"service_id": beat.service_id, "status": beat.status, "last_heartbeat_ts": isoformat(now)},
+            )
+            if recovering:
+                alert = await q.insert_alert(
+                    tx.conn,
+                    alert_type="service_recovered",
+                    record=record,
+                    missed_beats=0,
+                    action="restored",
+                    ts=tx.now,
+                    details={},
+                )
+                tx.emit("catalog.alert", beat.service_id, alert.to_dict())
+            return True
+
+        await self.store.write(op)
+        current = self.index.get(beat.service_id)
+        if current is not None:
+            current.last_heartbeat_ts = now
+            current.p95_ms, current.queue_depth, current.load = beat.p95_ms, beat.queue_depth, beat.load
+        return BeatAck(beat.service_id, beat.status, now)
+
+    def discover(self, query: DiscoverQuery) -> list[ServiceRecord]:
+        return self.index.discover(query)
+
+    async def promote(self, data: PromoteInput) -> ServiceRecord:
+        async def op(tx: Tx) -> None:
+            if not await q.set_role(tx.conn, data.service_id, data.role):
+                raise NotFound(f"service {data.service_id} is not registered", field="service_id")
+            tx.emit("catalog.promoted", data.service_id, {"service_id": data.service_id, "role": data.role})
+
+        await self.store.write(op)
+        return await self.get(data.service_id)
+
+    async def deregister(self, data: DeregisterInput, *, reason: str = "requested") -> ServiceRecord:
+        async def op(tx: Tx) -> ServiceRecord:
+            record = await q.delete_service(tx.conn, data.service_id)
+            if record is None:
+                raise NotFound(f"service {data.service_id} is not registered", field="service_id")
+            tx.emit("catalog.deregistered", data.service_id, {"service_id": data.service_id, "reason": reason})
+            return record
+
+        record = await self.store.write(op)
+        self._pending_beats.pop(data.service_id, None)
+        return record
+
+    def list_services(self, *, status: str | None = None, limit: int = 1000, offset: int = 0) -> list[ServiceRecord]:
+        records = sorted(self.index.by_id.values(), key=lambda r: (r.name, r.service_id))
+        if status is not None:
+            records = [r for r in records if r.status == status]
+        return records[offset : offset + limit]
+
+    async def get(self, service_id: str) -> ServiceRecord:
+        record = self.index.get(service_id)
+        if record is None:
+            record = await self._read_through(service_id)
+        return record
+
+    async def stats(self) -> Stats:
+        counts = self.index.status_counts()
+        async with self.store.read() as conn:
+            last_check = await q.get_state(conn, "last_check")
+        return Stats(
+            total_services=len(self.index),
+            healthy_services=counts.get("ok", 0),
+            degraded_services=counts.get("degraded", 0),
+            down_services=counts.get("down", 0),
+            last_check=datetime.fromisoformat(last_check.replace("Z", "+00:00")) if last_check else None,
+        )
+
+    async def alerts(self, *, limit: int = 100, since: datetime | None = None) -> list[AlertRecord]:
+        async with self.store.read() as conn:
+            return await q.list_alerts(conn, limit=limit, since=since)
+
+    # -- heartbeat soft state -------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Write buffered heartbeats (the latest per service) in one transaction."""
+        if not self._pending_beats:
+            return 0
+        beats, self._pending_beats = list(self._pending_beats.values()), {}
+
+        async def op(tx: Tx) -> None:
+            await q.flush_beats(tx.conn, beats)
+
+        try:
+            await self.store.write(op)
+        except Exception:
+            for beat in beats:  # keep them for the next flush unless a newer beat arrived
+                self._pending_beats.setdefault(beat["sid"], beat)
+            raise
+        return len(beats)
+
+    async def refresh_soft_state(self) -> None:
+        """Pick up heartbeat metrics that other processes wrote to the store."""
+        margin = timedelta(seconds=2 * self.flush_interval + 1)
+        since = (self._watermark - margin) if self._watermark else datetime.min.replace(tzinfo=self.clock.now().tzinfo)
+        async with self.store.read() as conn:
+            rows = await q.soft_state_since(conn, since)
+        for row in rows:
+            record = self.index.get(row.service_id)
+            if record is None or row.last_heartbeat_ts is None:
+                continue
+            if record.last_heartbeat_ts is None or row.last_heartbeat_ts > record.last_heartbeat_ts:
+                record.last_heartbeat_ts = row.last_heartbeat_ts
+                record.p95_ms, record.queue_depth, record.load = row.p95_ms, row.queue_depth, row.load
+            if self._watermark is None or row.last_heartbeat_ts > self._watermark:
+                self._watermark = row.last_heartbeat_ts
+
+    async def _soft_state_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await self.flush()
+                await self.refresh_soft_state()
+            except Exception as exc:  # keep beating through a store hiccup; beats are re-sent
+                log.warning("catalog.flush_failed", error=repr(exc))

@@ -1,0 +1,195 @@
+"""The catalog's queries (SQLAlchemy Core, the same on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from muster.catalog.model import AlertRecord, ServiceRecord
+from muster.catalog.schema import alerts, monitor_state, services
+
+__all__ = [
+    "delete_service",
+    "flush_beats",
+    "get_service",
+    "get_state",
+    "insert_alert",
+    "insert_service",
+    "list_alerts",
+    "load_services",
+    "put_state",
+    "set_role",
+    "set_status",
+    "soft_state_since",
+]
+
+
+def _record(row: Row[Any]) -> ServiceRecord:
+    return ServiceRecord(
+        service_id=row.service_id,
+        name=row.name,
+        type=row.type,
+        role=row.role,
+        url=row.url,
+        caps=list(row.caps),
+        labels=dict(row.labels),
+        ctx_limit=row.ctx_limit,
+        cost_hint_usd_per_1k=row.cost_hint_usd_per_1k,
+        heartbeat_interval_s=row.heartbeat_interval_s,
+        ttl_s=row.ttl_s,
+        status=row.status,
+        registered_at=row.registered_at,
+        last_heartbeat_ts=row.last_heartbeat_ts,
+        p95_ms=row.p95_ms,
+        queue_depth=row.queue_depth,
+        load=row.load,
+    )
+
+
+async def insert_service(conn: AsyncConnection, record: ServiceRecord) -> None:
+    values = record.to_dict()
+    values["registered_at"] = record.registered_at
+    values["last_heartbeat_ts"] = record.last_heartbeat_ts
+    await conn.execute(insert(services).values(**values))
+
+
+async def delete_service(conn: AsyncConnection, service_id: str) -> ServiceRecord | None:
+    row = (await conn.execute(select(services).where(services.c.service_id == service_id))).first()
+    if row is None:
+        return None
+    await conn.execute(delete(services).where(services.c.service_id == service_id))
+    return _record(row)
+
+
+async def get_service(conn: AsyncConnection, service_id: str) -> ServiceRecord | None:
+    row = (await conn.execute(select(services).where(services.c.service_id == service_id))).first()
+    return None if row is None else _record(row)
+
+
+async def load_services(conn: AsyncConnection) -> list[ServiceRecord]:
+    return [_record(row) for row in await conn.execute(select(services))]
+
+
+async def set_role(conn: AsyncConnection, service_id: str, role: str) -> bool:
+    result = await conn.execute(update(services).where(services.c.service_id == service_id).values(role=role))
+    return result.rowcount == 1
+
+
+async def set_status(
+    conn: AsyncConnection,
+    service_id: str,
+    status: str,
+    *,
+    only_if_status: str | None = None,
+    unless_status: str | None = None,
+    seen: datetime | None = None,
+    check_seen: bool = False,
+    beat: dict[str, Any] | None = None,
+) -> bool:
+    """Change a status under conditions (guards against a concurrent sweep or beat)."""
+    conditions = [services.c.service_id == service_id]
+    if only_if_status is not None:
+        conditions.append(services.c.status == only_if_status)
+    if unless_status is not None:
+        conditions.append(services.c.status != unless_status)
+    if check_seen:
+        conditions.append(
+            services.c.last_heartbeat_ts.is_(None) if seen is None else services.c.last_heartbeat_ts == seen
+        )
+    values: dict[str, Any] = {"status": status}
+    if beat is not None:
+        values.update(beat)
+    result = await conn.execute(update(services).where(and_(*conditions)).values(**values))
+    return result.rowcount == 1
+
+
+_FLUSH = (
+    update(services)
+    .where(services.c.service_id == bindparam("sid"))
+    .values(
+        last_heartbeat_ts=bindparam("ts"),
+        p95_ms=bindparam("p95"),
+        queue_depth=bindparam("queue"),
+        load=bindparam("ld"),
+    )
+)
+
+
+async def flush_beats(conn: AsyncConnection, beats: list[dict[str, Any]]) -> None:
+    """Write buffered heartbeat soft state, one row per service (the latest beat)."""
+    if beats:
+        await conn.execute(_FLUSH, beats)
+
+
+async def soft_state_since(conn: AsyncConnection, watermark: datetime) -> list[Row[Any]]:
+    query = select(
+        services.c.service_id,
+        services.c.last_heartbeat_ts,
+        services.c.p95_ms,
+        services.c.queue_depth,
+        services.c.load,
+    ).where(services.c.last_heartbeat_ts > watermark)
+    return list((await conn.execute(query)).all())
+
+
+async def insert_alert(
+    conn: AsyncConnection,
+    *,
+    alert_type: str,
+    record: ServiceRecord,
+    missed_beats: int,
+    action: str,
+    ts: datetime,
+    details: dict[str, Any],
+) -> AlertRecord:
+    values = {
+        "alert_type": alert_type,
+        "service_id": record.service_id,
+        "service_name": record.name,
+        "missed_beats": missed_beats,
+        "last_seen": record.last_seen,
+        "action": action,
+        "ts": ts,
+        "details": details,
+    }
+    result = await conn.execute(insert(alerts).values(**values).returning(alerts.c.alert_id))
+    return AlertRecord(alert_id=int(result.scalar_one()), **values)  # type: ignore[arg-type]
+
+
+async def list_alerts(conn: AsyncConnection, *, limit: int, since: datetime | None) -> list[AlertRecord]:
+    query = select(alerts).order_by(alerts.c.alert_id.desc()).limit(limit)
+    if since is not None:
+        query = query.where(alerts.c.ts >= since)
+    rows = (await conn.execute(query)).all()
+    return [
+        AlertRecord(
+            alert_id=int(r.alert_id),
+            alert_type=r.alert_type,
+            service_id=r.service_id,
+            service_name=r.service_name,
+            missed_beats=r.missed_beats,
+            last_seen=r.last_seen,
+            action=r.action,
+            ts=r.ts,
+            details=dict(r.details),
+        )
+        for r in rows
+    ]
+
+
+async def prune_alerts(conn: AsyncConnection, keep: int) -> None:
+    newest = (await conn.execute(select(func.max(alerts.c.alert_id)))).scalar_one_or_none()
+    if newest is not None and newest > keep:
+        await conn.execute(delete(alerts).where(alerts.c.alert_id <= newest - keep))
+
+
+async def get_state(conn: AsyncConnection, key: str) -> Any:
+    return (await conn.execute(select(monitor_state.c.value).where(monitor_state.c.key == key))).scalar_one_or_none()
+
+
+async def put_state(conn: AsyncConnection, key: str, value: Any, dialect_insert: Any) -> None:
+    statement = dialect_insert(monitor_state).values(key=key, value=value)
+    await conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": value}))

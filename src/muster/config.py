@@ -1,0 +1,71 @@
+"""Settings: command-line flag > ``MUSTER_<NAME>`` environment variable > ``.env`` file > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Everything a Muster server process can be told.
+
+    Every field is settable as ``MUSTER_<FIELD>`` (for example
+    ``MUSTER_HTTP_PORT=8081``) or in a ``.env`` file in the working directory;
+    ``muster serve`` flags override both.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MUSTER_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    grpc_port: int = Field(9090, ge=0, le=65535)
+    data_dir: Path = Path("./muster-data")
+    database_url: str | None = None
+    monitor_interval: float = Field(30.0, gt=0, description="seconds between heartbeat sweeps")
+    # How many missed beats mark a service down, and how many deregister it.
+    mark_down_after_misses: int = Field(2, ge=1)
+    deregister_after_misses: int = Field(3, ge=1)
+    # Heartbeat soft state (last beat, p95, load, queue depth) is buffered in
+    # memory and written in one batch per interval; status changes are not.
+    heartbeat_flush_interval: float = Field(0.5, gt=0, le=10)
+    # How often a process looks for events written by other processes when no
+    # wake-up signal arrives (SQLite has no LISTEN/NOTIFY).
+    event_poll_interval: float = Field(0.05, gt=0, le=10)
+    # split: HTTP and gRPC doors in two processes so neither starves the other;
+    # single: both doors on one event loop (small deployments, debugging).
+    doors: Literal["split", "single"] = "split"
+    shutdown_grace: float = Field(10.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    alerts_retained: int = Field(10_000, ge=100)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("database_url must start with sqlite:// or postgresql://")
+        return value
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL: the embedded SQLite file unless told otherwise."""
+        url = self.database_url
+        if url is None:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'muster.db').resolve()}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        if url.startswith("postgresql://"):
+            return "postgresql+asyncpg://" + url[len("postgresql://") :]
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+        return url
+
+    @property
+    def events_dir(self) -> Path:
+        return self.data_dir / "events"

@@ -1,0 +1,173 @@
+"""Muster's exceptions: one tree, one mapping to HTTP and gRPC.
+
+    MusterError                     base of everything Muster raises on purpose
+    ├── Invalid                     bad input: a field breaks a rule        422 / INVALID_ARGUMENT
+    ├── NotFound                    no such id or name                      404 / NOT_FOUND
+    ├── Conflict                    already exists / held by someone else   409 / ALREADY_EXISTS
+    ├── FailedPrecondition          state does not allow the operation      409 / FAILED_PRECONDITION
+    │   └── Expired                 the lease or reservation has expired    409 / FAILED_PRECONDITION
+    ├── Unavailable                 store unreachable, shutting down        503 / UNAVAILABLE
+    └── ResourceExhausted           a bound was hit (body, list, queue)     413 / RESOURCE_EXHAUSTED
+
+Each class carries its HTTP status and gRPC status code, so the doors translate
+errors in exactly one place and the client maps them back to the same class,
+whichever transport it used. ``field`` names the offending input field where
+there is one; ``message`` says the rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import grpc
+
+__all__ = [
+    "Conflict",
+    "Expired",
+    "FailedPrecondition",
+    "Invalid",
+    "MusterError",
+    "NotFound",
+    "ResourceExhausted",
+    "Unavailable",
+    "error_for_grpc_code",
+    "error_for_http_status",
+    "grpc_trailing_metadata",
+]
+
+
+class MusterError(Exception):
+    """Base class: an error that is part of Muster's API."""
+
+    http_status: ClassVar[int] = 500
+    grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class Invalid(MusterError):
+    """A field of the request breaks a rule; the message names both."""
+
+    http_status = 422
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "invalid_argument"
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}", field=field)
+        self.rule = rule
+
+
+class NotFound(MusterError):
+    """The id or name does not exist (or no longer does)."""
+
+    http_status = 404
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    code = "not_found"
+
+
+class Conflict(MusterError):
+    """The thing already exists or is held by someone else."""
+
+    http_status = 409
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    code = "already_exists"
+
+
+class FailedPrecondition(MusterError):
+    """The current state does not allow the operation."""
+
+    http_status = 409
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    code = "failed_precondition"
+
+
+class Expired(FailedPrecondition):
+    """The lease or reservation has expired by the server's clock."""
+
+    code = "expired"
+
+
+class Unavailable(MusterError):
+    """The store cannot be reached or the server is shutting down."""
+
+    http_status = 503
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    code = "unavailable"
+
+
+class ResourceExhausted(MusterError):
+    """A bound was hit: request body, list length, queue depth."""
+
+    http_status = 413
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "resource_exhausted"
+
+
+_BY_CODE: dict[str, type[MusterError]] = {
+    cls.code: cls
+    for cls in (Invalid, NotFound, Conflict, FailedPrecondition, Expired, Unavailable, ResourceExhausted)
+}
+_BY_GRPC: dict[grpc.StatusCode, type[MusterError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: Invalid,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: Conflict,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+}
+
+
+def _build(cls: type[MusterError], message: str, field: str | None) -> MusterError:
+    if cls is Invalid:
+        rule = message.split(": ", 1)[1] if field and message.startswith(f"{field}: ") else message
+        return Invalid(field or "request", rule)
+    return cls(message, field=field)
+
+
+def error_for_http_status(status: int, body: dict[str, Any]) -> MusterError:
+    """Rebuild the exception a server reported over HTTP (client side)."""
+    cls = _BY_CODE.get(str(body.get("error", "")))
+    if cls is None:
+        cls = {422: Invalid, 404: NotFound, 409: Conflict, 503: Unavailable, 413: ResourceExhausted}.get(
+            status, MusterError
+        )
+    message = str(body.get("message") or body.get("detail") or f"HTTP {status}")
+    return _build(cls, message, body.get("field"))
+
+
+ERROR_CODE_KEY = "muster-error"
+ERROR_FIELD_KEY = "muster-error-field"
+
+
+def grpc_trailing_metadata(error: MusterError) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata a servicer sends with ``error``: the exact class and field.
+
+    The status details stay the plain human message, so clients generated from
+    the proto alone read a clean error; Muster's client uses the metadata to
+    rebuild the exact subclass (``Expired`` shares FAILED_PRECONDITION with its
+    parent).
+    """
+    pairs: tuple[tuple[str, str], ...] = ((ERROR_CODE_KEY, error.code),)
+    if error.field is not None:
+        pairs += ((ERROR_FIELD_KEY, error.field),)
+    return pairs
+
+
+def error_for_grpc_code(
+    code: grpc.StatusCode, details: str | None, metadata: dict[str, str] | None = None
+) -> MusterError:
+    """Rebuild the exception a server reported over gRPC (client side)."""
+    metadata = metadata or {}
+    message = details or code.name
+    cls = _BY_CODE.get(metadata.get(ERROR_CODE_KEY, "")) or _BY_GRPC.get(code, MusterError)
+    return _build(cls, message, metadata.get(ERROR_FIELD_KEY))

@@ -1,0 +1,246 @@
+"""Follow the event log and fan it out: in-memory indexes, watch streams, sinks.
+
+Each process runs one hub. It reads committed events in revision order from
+the ``events`` table (the truth) whenever it is woken up: at once after a local
+commit, by PostgreSQL NOTIFY after another process's commit, and by a short
+poll otherwise (SQLite has no NOTIFY). Every event is applied to the
+registered appliers (the contexts' in-memory indexes) before watchers see it.
+
+A watcher asks for everything after revision ``since``: it is registered for
+live events at the hub's current position ``H`` first, then the range
+``(since, H]`` is replayed from the table, then live events follow. Nothing is
+missed and nothing is seen twice. A watcher that falls more than its queue
+behind is ended with ``ResourceExhausted`` naming the revision to resume from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+
+from muster.errors import ResourceExhausted
+from muster.store.engine import Store
+from muster.store.schema import events
+
+__all__ = ["Event", "EventHub", "WatchFilter"]
+
+log = structlog.get_logger("muster.events")
+_PAGE = 2000
+NOTIFY_CHANNEL = "muster_events"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    revision: int
+    kind: str
+    subject: str
+    payload: dict[str, Any]
+    ts: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        from muster.clock import isoformat
+
+        return {
+            "revision": self.revision,
+            "kind": self.kind,
+            "subject": self.subject,
+            "payload": self.payload,
+            "ts": isoformat(self.ts),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WatchFilter:
+    """Which events a watcher wants: kind and subject prefixes (empty = all)."""
+
+    kind_prefix: str = ""
+    subject_prefix: str = ""
+
+    def __call__(self, event: Event) -> bool:
+        return event.kind.startswith(self.kind_prefix) and event.subject.startswith(self.subject_prefix)
+
+
+class _Subscription:
+    __slots__ = ("filter", "overflowed_at", "queue")
+
+    def __init__(self, watch_filter: WatchFilter, size: int) -> None:
+        self.filter = watch_filter
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size)
+        self.overflowed_at: int | None = None
+
+
+Applier = Callable[[Event], None]
+
+
+class EventHub:
+    def __init__(self, store: Store, *, poll_interval: float = 0.05, watch_queue_size: int = 10_000) -> None:
+        self.store = store
+        self.position = 0
+        self._poll_interval = poll_interval
+        self._watch_queue_size = watch_queue_size
+        self._appliers: list[Applier] = []
+        self._subscriptions: set[_Subscription] = set()
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: Any = None
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def head(self) -> int:
+        async with self.store.read() as conn:
+            return int((await conn.execute(select(func.coalesce(func.max(events.c.revision), 0)))).scalar_one())
+
+    async def start(self, position: int | None = None) -> None:
+        """Start following after ``position`` (default: the current head)."""
+        self.position = await self.head() if position is None else position
+        self.store.on_commit(self.advance_to)
+        if self.store.dialect == "postgresql":
+            await self._listen()
+        self._task = asyncio.create_task(self._run(), name="muster-event-hub")
+
+    async def _listen(self) -> None:
+        import asyncpg
+
+        dsn = self.store.url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        try:
+            self._listener = await asyncpg.connect(dsn)
+            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        except (OSError, asyncpg.PostgresError) as exc:  # polling still works without it
+            log.warning("events.listen_failed", error=repr(exc))
+            self._listener = None
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        for _, future in self._waiters:
+            if not future.done():
+                future.cancel()
+
+    def add_applier(self, applier: Applier) -> None:
+        self._appliers.append(applier)
+
+    # -- following the log ------------------------------------------------------
+
+    async def advance_to(self, revision: int) -> None:
+        """Return once every event up to ``revision`` has been applied here."""
+        if self.position >= revision:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((revision, future))
+        self._wake.set()
+        await future
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        poll = self._poll_interval if self.store.dialect == "sqlite" else max(self._poll_interval, 1.0)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=poll)
+            self._wake.clear()
+            try:
+                while await self._read_page():
+                    pass
+            except Exception as exc:  # the store may be briefly unreachable: keep following
+                log.warning("events.read_failed", error=repr(exc))
+                await asyncio.sleep(poll)
+
+    async def _read_page(self) -> bool:
+        async with self.store.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(events).where(events.c.revision > self.position).order_by(events.c.revision).limit(_PAGE)
+                )
+            ).all()
+        for row in rows:
+            self._dispatch(Event(int(row.revision), row.kind, row.subject, row.payload, row.ts))
+        self._release_waiters()
+        return len(rows) == _PAGE
+
+    def _dispatch(self, event: Event) -> None:
+        for applier in self._appliers:
+            try:
+                applier(event)
+            except Exception as exc:  # one bad applier must not stop the log
+                log.error("events.apply_failed", revision=event.revision, kind=event.kind, error=repr(exc))
+        self.position = event.revision
+        for sub in list(self._subscriptions):
+            if sub.overflowed_at is not None or not sub.filter(event):
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.overflowed_at = event.revision
+
+    def _release_waiters(self) -> None:
+        if not self._waiters:
+            return
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for revision, future in self._waiters:
+            if revision <= self.position:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((revision, future))
+        self._waiters = still
+
+    # -- watching ---------------------------------------------------------------
+
+    async def history(self, since: int, until: int, watch_filter: WatchFilter) -> AsyncIterator[Event]:
+        """Events in ``(since, until]`` matching the filter, read from the table."""
+        cursor = since
+        while cursor < until:
+            query = (
+                select(events)
+                .where(events.c.revision > cursor, events.c.revision <= until)
+                .order_by(events.c.revision)
+                .limit(_PAGE)
+            )
+            if watch_filter.kind_prefix:
+                query = query.where(events.c.kind.startswith(watch_filter.kind_prefix, autoescape=True))
+            if watch_filter.subject_prefix:
+                query = query.where(events.c.subject.startswith(watch_filter.subject_prefix, autoescape=True))
+            async with self.store.read() as conn:
+                rows = (await conn.execute(query)).all()
+            if not rows:
+                return
+            for row in rows:
+                yield Event(int(row.revision), row.kind, row.subject, row.payload, row.ts)
+            cursor = int(rows[-1].revision)
+
+    async def watch(self, since: int | None, watch_filter: WatchFilter) -> AsyncIterator[Event]:
+        """Replay after ``since`` (``None``: from now), then follow live events."""
+        sub = _Subscription(watch_filter, self._watch_queue_size)
+        self._subscriptions.add(sub)
+        try:
+            registered_at = self.position
+            if since is not None and since < registered_at:
+                async for event in self.history(since, registered_at, watch_filter):
+                    yield event
+            while True:
+                if sub.overflowed_at is not None and sub.queue.empty():
+                    raise ResourceExhausted(
+                        f"watcher fell more than {self._watch_queue_size} events behind; "
+                        f"resume with since={sub.overflowed_at - 1}"
+                    )
+                yield await sub.queue.get()
+        finally:
+            self._subscriptions.discard(sub)
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._subscriptions)

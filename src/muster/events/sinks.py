@@ -1,0 +1,83 @@
+"""Sinks that follow the event log: the heartbeat alert JSONL files.
+
+The leader appends each ``catalog.alert`` event as one JSON line to
+``<data-dir>/events/heartbeat_alerts_YYYYMMDD.jsonl`` (the alert's UTC date)
+and records how far it got in ``monitor_state``, so a restart resumes where
+it stopped. Delivery is at-least-once: a crash between the write and the
+cursor update repeats at most one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import orjson
+import structlog
+
+from muster.catalog import store as q
+from muster.events.hub import EventHub, WatchFilter
+from muster.store.engine import Tx
+
+__all__ = ["AlertFileSink"]
+
+log = structlog.get_logger("muster.sinks")
+_CURSOR_KEY = "sink.alert_jsonl"
+_FIELDS = ("alert_type", "service_id", "service_name", "missed_beats", "last_seen", "action", "ts")
+
+
+class AlertFileSink:
+    def __init__(self, hub: EventHub, directory: Path, *, interval: float = 0.5) -> None:
+        self.hub = hub
+        self.directory = directory
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="muster-alert-sink")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.drain()
+            except Exception as exc:
+                log.warning("sink.failed", error=repr(exc))
+            await asyncio.sleep(self.interval)
+
+    async def drain(self) -> int:
+        """Write every alert event after the cursor; return how many lines were written."""
+        store = self.hub.store
+        async with store.read() as conn:
+            cursor = int(await q.get_state(conn, _CURSOR_KEY) or 0)
+        head = self.hub.position
+        lines: dict[str, list[bytes]] = {}
+        last = cursor
+        async for event in self.hub.history(cursor, head, WatchFilter(kind_prefix="catalog.alert")):
+            alert = event.payload
+            record = {key: alert.get(key) for key in _FIELDS}
+            record.update({k: v for k, v in alert.items() if k not in record and k != "alert_id"})
+            day = str(alert["ts"])[:10].replace("-", "")
+            lines.setdefault(day, []).append(orjson.dumps(record) + b"\n")
+            last = event.revision
+        if last == cursor:
+            return 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for day, chunk in lines.items():
+            with (self.directory / f"heartbeat_alerts_{day}.jsonl").open("ab") as handle:
+                handle.write(b"".join(chunk))
+                handle.flush()
+
+        async def op(tx: Tx) -> None:
+            await q.put_state(tx.conn, _CURSOR_KEY, last, tx.insert)
+
+        await store.write(op)
+        return sum(len(chunk) for chunk in lines.values())

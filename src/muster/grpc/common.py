@@ -1,0 +1,107 @@
+"""What every gRPC servicer shares: error translation, metrics, timestamps.
+
+``@unary`` and ``@streaming`` wrap servicer methods so a ``MusterError``
+becomes its status code with the plain message as details (and the exact
+class in trailing metadata), anything else is logged as the bug it is, and
+each call is counted and timed per RPC.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from muster.errors import MusterError, grpc_trailing_metadata
+from muster.observability import GRPC_LATENCY, GRPC_REQUESTS
+
+__all__ = ["from_timestamp", "streaming", "timestamp", "unary"]
+
+log = structlog.get_logger("muster.grpc")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def from_timestamp(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            structlog.contextvars.bind_contextvars(request_id=str(value)[:128])
+            return
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], rpc: str, exc: BaseException) -> None:
+    if isinstance(exc, MusterError):
+        GRPC_REQUESTS.labels(rpc=rpc, code=exc.grpc_code.name).inc()
+        context.set_trailing_metadata(grpc_trailing_metadata(exc))
+        await context.abort(exc.grpc_code, exc.message)
+    log.error("grpc.unhandled", rpc=rpc, error=repr(exc), exc_info=exc)
+    GRPC_REQUESTS.labels(rpc=rpc, code="INTERNAL").inc()
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error (a bug: please report it)")
+
+
+def unary(rpc: str) -> Callable[[Callable[[Any, Req, Any], Awaitable[Resp]]], Callable[[Any, Req, Any], Awaitable[Resp]]]:
+    def wrap(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[[Any, Req, Any], Awaitable[Resp]]:
+        latency = GRPC_LATENCY.labels(rpc=rpc)
+        ok = GRPC_REQUESTS.labels(rpc=rpc, code="OK")
+
+        @functools.wraps(method)
+        async def handler(self: Any, request: Req, context: Any) -> Resp:
+            started = time.perf_counter()
+            try:
+                reply = await method(self, request, context)
+            except (grpc.aio.AbortError, grpc.aio.UsageError):
+                raise
+            except BaseException as exc:
+                if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                    raise
+                if isinstance(exc, Exception) or isinstance(exc, MusterError):
+                    await _abort(context, rpc, exc)
+                raise
+            finally:
+                latency.observe(time.perf_counter() - started)
+            ok.inc()
+            return reply
+
+        return handler
+
+    return wrap
+
+
+def streaming(
+    rpc: str,
+) -> Callable[[Callable[[Any, Req, Any], AsyncIterator[Resp]]], Callable[[Any, Req, Any], AsyncIterator[Resp]]]:
+    def wrap(method: Callable[[Any, Req, Any], AsyncIterator[Resp]]) -> Callable[[Any, Req, Any], AsyncIterator[Resp]]:
+        @functools.wraps(method)
+        async def handler(self: Any, request: Req, context: Any) -> AsyncIterator[Resp]:
+            _bind_request_id(context)
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except (grpc.aio.AbortError, grpc.aio.UsageError):
+                raise
+            except Exception as exc:
+                await _abort(context, rpc, exc)
+            else:
+                GRPC_REQUESTS.labels(rpc=rpc, code="OK").inc()
+
+        return handler
+
+    return wrap

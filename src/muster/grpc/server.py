@@ -1,0 +1,81 @@
+"""The gRPC door: one grpc.aio server with every context's servicer, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from muster._proto.muster.v1 import catalog_pb2, catalog_pb2_grpc, events_pb2, events_pb2_grpc
+from muster.catalog.grpc import CatalogServicer
+from muster.grpc.events import EventsServicer
+from muster.runtime import Runtime
+
+__all__ = ["GrpcDoor"]
+
+_OPTIONS = [
+    # A second server must fail to bind, not silently share the port.
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    ("grpc.max_send_message_length", 32 * 1024 * 1024),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+
+class GrpcDoor:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self._health = health.aio.HealthServicer()
+        self._readiness_task: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        server = grpc.aio.server(options=_OPTIONS)
+        catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.runtime.catalog), server)
+        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.runtime.hub), server)
+        names: list[str] = [
+            catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name,
+            events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
+        ]
+        for context in self.runtime.contexts.values():
+            add = getattr(context, "add_grpc", None)
+            if add is not None:
+                names.extend(add(server))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+        self.port = server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC to {host}:{port}")
+        await server.start()
+        self.server = server
+        self._service_names = names
+        await self._set_health()
+        self._readiness_task = asyncio.create_task(self._follow_readiness(), name="muster-grpc-health")
+        return self.port
+
+    async def _set_health(self) -> None:
+        ok, _ = await self.runtime.readiness()
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self._service_names):
+            await self._health.set(name, status)
+
+    async def _follow_readiness(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            with contextlib.suppress(Exception):
+                await self._set_health()
+
+    async def stop(self, grace: float) -> None:
+        if self._readiness_task is not None:
+            self._readiness_task.cancel()
+        if self.server is not None:
+            await self._health.enter_graceful_shutdown()
+            await self.server.stop(grace)
+
+

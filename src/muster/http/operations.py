@@ -1,0 +1,86 @@
+"""Operational routes: liveness, readiness, metrics, and the event watch (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Header, Query
+from starlette.responses import Response, StreamingResponse
+
+from muster.errors import MusterError
+from muster.events.hub import WatchFilter
+from muster.http.responses import JSON
+from muster.observability import GaugeCollector, render_metrics
+from muster.runtime import Runtime
+
+__all__ = ["router"]
+
+_KEEPALIVE_S = 15.0
+
+
+def router(runtime: Runtime) -> APIRouter:
+    api = APIRouter(tags=["operations"])
+
+    @api.get("/health", summary="Liveness: the process answers")
+    async def health() -> Response:
+        return JSON({"status": "ok", "service": "muster"})
+
+    @api.get("/ready", summary="Readiness: store reachable and migrations applied (503 otherwise)")
+    async def ready() -> Response:
+        ok, reason = await runtime.readiness()
+        return JSON({"status": "ready" if ok else "not_ready", "reason": reason}, status_code=200 if ok else 503)
+
+    @api.get("/metrics", summary="Prometheus metrics of every Muster process")
+    async def metrics() -> Response:
+        counts = runtime.catalog.index.status_counts
+        collector = GaugeCollector(
+            "muster_services", "Registered services by status", "status",
+            lambda: {s: float(counts().get(s, 0)) for s in ("ok", "degraded", "down")},
+        )
+        return Response(render_metrics([collector]), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @api.get("/watch", summary="Server-Sent Events: replay after `since`, then follow live")
+    async def watch(
+        since: int | None = Query(None, ge=0, description="replay events after this revision"),
+        kind: str = Query("", max_length=200, description="kind prefix, e.g. catalog."),
+        subject: str = Query("", max_length=500, description="subject prefix"),
+        last_event_id: int | None = Header(None, ge=0, description="standard SSE resume header"),
+    ) -> Response:
+        start = last_event_id if last_event_id is not None else since
+        stream = runtime.hub.watch(start, WatchFilter(kind_prefix=kind, subject_prefix=subject))
+        return StreamingResponse(_sse(stream), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+    return api
+
+
+async def _sse(stream: AsyncIterator[object]) -> AsyncIterator[bytes]:
+    """Format events as SSE frames, with a comment line every 15 s to keep proxies open."""
+    iterator = aiter(stream)
+    yield b": muster watch\n\n"
+    next_event: asyncio.Task[object] | None = None
+    try:
+        while True:
+            if next_event is None:
+                next_event = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({next_event}, timeout=_KEEPALIVE_S)
+            if not done:
+                yield b": keep-alive\n\n"
+                continue
+            try:
+                event = next_event.result()
+            except MusterError as exc:
+                yield b"event: error\ndata: " + orjson.dumps(exc.to_dict()) + b"\n\n"
+                return
+            except StopAsyncIteration:
+                return
+            next_event = None
+            data = orjson.dumps(event.to_dict())  # type: ignore[attr-defined]
+            yield f"id: {event.revision}\nevent: {event.kind}\n".encode() + b"data: " + data + b"\n\n"  # type: ignore[attr-defined]
+    finally:
+        if next_event is not None:
+            next_event.cancel()
+        with contextlib.suppress(Exception):
+            await iterator.aclose()  # type: ignore[attr-defined]

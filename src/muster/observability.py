@@ -1,0 +1,96 @@
+"""Metrics and structured logs.
+
+Metrics are Prometheus counters and histograms. With ``--doors split`` each
+door is its own process, so prometheus-client runs in multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR`` is set by ``muster serve`` before the doors
+start) and ``/metrics`` aggregates every process. Logs are JSON lines from
+structlog, with the request id bound per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "GRPC_LATENCY",
+    "GRPC_REQUESTS",
+    "HEARTBEATS",
+    "HTTP_LATENCY",
+    "HTTP_REQUESTS",
+    "MONITOR_SWEEPS",
+    "configure_logging",
+    "render_metrics",
+]
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+HTTP_REQUESTS = Counter(
+    "muster_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "muster_http_request_duration_seconds", "HTTP request latency", ["route", "method"], buckets=_BUCKETS
+)
+GRPC_REQUESTS = Counter("muster_grpc_requests_total", "gRPC calls by method and status code", ["rpc", "code"])
+GRPC_LATENCY = Histogram("muster_grpc_request_duration_seconds", "gRPC call latency", ["rpc"], buckets=_BUCKETS)
+HEARTBEATS = Counter("muster_heartbeats_received_total", "Heartbeats received", ["door"])
+MONITOR_SWEEPS = Counter("muster_monitor_sweeps_total", "Heartbeat monitor sweeps", ["outcome"])
+
+
+class GaugeCollector(Collector):
+    """A gauge family computed at scrape time from in-memory state."""
+
+    def __init__(self, name: str, documentation: str, label: str, read: Callable[[], dict[str, float]]) -> None:
+        self._name, self._doc, self._label, self._read = name, documentation, label, read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._doc, labels=[self._label])
+        for value, amount in sorted(self._read().items()):
+            family.add_metric([value], amount)
+        yield family
+
+
+def render_metrics(extra: Iterable[Collector] = ()) -> bytes:
+    """The text exposition of every process's metrics plus ``extra`` collectors."""
+    from prometheus_client import REGISTRY
+
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    scratch = CollectorRegistry()
+    for collector in extra:
+        scratch.register(collector)
+    return generate_latest(registry) + generate_latest(scratch)
+
+
+def configure_logging(level: str = "info", *, door: str | None = None) -> None:
+    """JSON logs on stderr; ``request_id`` and ``door`` ride along when bound."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=numeric)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        structlog.processors.JSONRenderer(),
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    if door is not None:
+        structlog.contextvars.bind_contextvars(door=door)

@@ -1,0 +1,46 @@
+"""What a door needs to serve: the store, the hub, every context's service.
+
+Built once per process by :mod:`muster.server` (the composition root) and
+handed to the HTTP app and the gRPC server. Contexts register themselves
+here; doors never construct services.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from muster.catalog.service import CatalogService
+from muster.clock import Clock
+from muster.config import Settings
+from muster.events.hub import EventHub
+from muster.store.engine import Store
+from muster.store.migrate import current_revision, head_revision
+
+__all__ = ["Runtime"]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    hub: EventHub
+    clock: Clock
+    catalog: CatalogService
+    # Later contexts (leases, graph) add their services here by name.
+    contexts: dict[str, Any] = field(default_factory=dict)
+    draining: bool = False
+
+    async def readiness(self) -> tuple[bool, str]:
+        """Ready when the store answers and its schema is at the newest migration."""
+        if self.draining:
+            return False, "shutting down"
+        try:
+            await self.store.ping()
+            current = await current_revision(self.store)
+        except Exception as exc:
+            return False, f"store unreachable: {exc.__class__.__name__}"
+        head = head_revision()
+        if current != head:
+            return False, f"migrations not applied (at {current}, need {head})"
+        return True, "ready"

@@ -1,0 +1,75 @@
+"""The shared schema pieces: metadata, portable column types, and the event log table.
+
+Each context declares its own tables on :data:`metadata` in its ``schema.py``;
+:mod:`muster.store.tables` imports them all so migrations can be checked
+against the whole schema. One definition serves SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Dialect, Index, Integer, MetaData, Table, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["BigId", "JSONType", "UTCDateTime", "events", "metadata"]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# 64-bit ids that SQLite can still autoincrement (it only does so for INTEGER PRIMARY KEY).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on both engines.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no such type, so the value is
+    stored as naive UTC text and given its UTC zone back when read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# The event log: every mutation appends one row in the same transaction.
+# ``revision`` only grows (AUTOINCREMENT on SQLite, so it is never reused even
+# after a prune; on PostgreSQL appends are serialised, see muster.events.log).
+events = Table(
+    "events",
+    metadata,
+    Column("revision", BigId, primary_key=True, autoincrement=True),
+    Column("kind", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("payload", JSONType, nullable=False),
+    Column("ts", UTCDateTime, nullable=False),
+    Index("ix_events_kind_revision", "kind", "revision"),
+    sqlite_autoincrement=True,
+)

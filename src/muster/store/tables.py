@@ -1,0 +1,6 @@
+"""Every table of every context on one metadata (for migrations and their check)."""
+
+from muster.catalog import schema as catalog_schema
+from muster.store.schema import metadata
+
+__all__ = ["catalog_schema", "metadata"]

@@ -1,0 +1,40 @@
+"""Turn pydantic validation failures into Muster's ``Invalid`` (field name + rule)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from muster.errors import Invalid
+
+__all__ = ["invalid_from", "parse"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if part.isdigit() else (f".{part}" if name else part)
+    return name or "request"
+
+
+def invalid_from(exc: ValidationError) -> Invalid:
+    """The first error, as ``Invalid(field, rule)``; the others are appended to the rule."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    rule = str(first["msg"])
+    if len(errors) > 1:
+        others = "; ".join(f"{_field_name(tuple(e['loc']))}: {e['msg']}" for e in errors[1:4])
+        rule = f"{rule} (also {others})"
+    return Invalid(_field_name(tuple(first["loc"])), rule)
+
+
+def parse(model: type[M], data: dict[str, Any]) -> M:
+    """Validate ``data`` as ``model`` or raise ``Invalid`` naming the field and rule."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_from(exc) from None
