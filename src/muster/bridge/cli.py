@@ -1,0 +1,108 @@
+"""``muster bridge``: run one bridge worker process.
+
+The lead's ``muster`` command mounts ``configure_parser`` / ``run`` as its
+``bridge`` subcommand; ``python -m muster.bridge`` runs the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from muster.bridge.process import WorkerOptions, serve
+from muster.errors import MusterError
+
+__all__ = ["configure_parser", "run"]
+
+DEFAULT_ADAPTER = "muster.bridge.examples.ExampleAdapter"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the worker's options to ``parser``."""
+    parser.add_argument("--port", type=int, default=0, help="port to serve on; 0 picks a free one (default)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--adapter",
+        default=DEFAULT_ADAPTER,
+        help=f"adapter class as package.module.Class (default {DEFAULT_ADAPTER})",
+    )
+    parser.add_argument(
+        "--session-ttl",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="idle session expiry (default 3600)",
+    )
+    parser.add_argument(
+        "--watch-queue-size",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="updates a watcher may fall behind before its stream is ended (default 1024)",
+    )
+    parser.add_argument(
+        "--tool-threads", type=int, default=8, metavar="N", help="threads for sync tools (default 8)"
+    )
+    parser.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="calls in flight before RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--stop-grace", type=float, default=5.0, metavar="SECONDS", help="time calls get to finish on SIGTERM"
+    )
+    parser.add_argument(
+        "--supervised-by",
+        type=int,
+        metavar="PID",
+        help="exit when this process dies or closes our stdin (set by muster.bridge.Worker)",
+    )
+    parser.add_argument(
+        "--registry", metavar="URL", help="register in this Muster catalog and keep heartbeating"
+    )
+    parser.add_argument(
+        "--registry-name", metavar="NAME", help="name to register under (default bridge-<pid>)"
+    )
+    parser.add_argument(
+        "--heartbeat-interval", type=float, default=5.0, metavar="SECONDS", help="registry heartbeat interval"
+    )
+    parser.add_argument(
+        "--registry-ttl", type=float, default=15.0, metavar="SECONDS", help="registration TTL"
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+
+
+def _options(args: argparse.Namespace) -> WorkerOptions:
+    return WorkerOptions(
+        adapter=args.adapter,
+        host=args.host,
+        port=args.port,
+        session_ttl_s=args.session_ttl,
+        watch_queue_size=args.watch_queue_size,
+        max_tool_threads=args.tool_threads,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        stop_grace_s=args.stop_grace,
+        supervised_by=args.supervised_by,
+        registry=args.registry,
+        registry_name=args.registry_name,
+        heartbeat_interval_s=args.heartbeat_interval,
+        registry_ttl_s=args.registry_ttl,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM; the exit code (2 for bad options, 1 when serving failed)."""
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s bridge[%(process)d] %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(serve(_options(args)))
+    except MusterError as exc:
+        print(f"muster bridge: {exc}", file=sys.stderr)
+        return 2 if exc.grpc_code.name == "INVALID_ARGUMENT" else 1

@@ -1,0 +1,172 @@
+"""The worker process: serve one adapter until SIGTERM, the supervisor's death, or stdin EOF.
+
+Readiness is announced the snakepit way: ``GRPC_READY:<port>`` on stdout,
+flushed, once the server accepts calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from muster.bridge.adapter import Adapter
+from muster.bridge.server import BridgeServer, make_executor
+from muster.bridge.service import BridgeService
+from muster.bridge.session import SessionStore
+from muster.errors import Invalid
+
+__all__ = ["WorkerOptions", "load_adapter", "serve"]
+
+logger = logging.getLogger(__name__)
+
+READY_PREFIX = "GRPC_READY:"
+_PR_SET_PDEATHSIG = 1
+_PARENT_POLL_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    adapter: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    session_ttl_s: float = 3600.0
+    watch_queue_size: int = 1024
+    max_tool_threads: int = 8
+    max_concurrent_rpcs: int = 1000
+    stop_grace_s: float = 5.0
+    supervised_by: int | None = None  # the supervisor's pid: exit when it dies
+    registry: str | None = None
+    registry_name: str | None = None
+    heartbeat_interval_s: float = 5.0
+    registry_ttl_s: float = 15.0
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def load_adapter(path: str) -> type[Adapter]:
+    """The class named by ``package.module.Class`` (or ``package.module:Class``)."""
+    module_name, _, class_name = path.replace(":", ".").rpartition(".")
+    if not module_name or not class_name:
+        raise Invalid("adapter", f"{path!r} is not of the form package.module.Class")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise Invalid("adapter", f"cannot import module {module_name!r}: {exc}") from exc
+    adapter = getattr(module, class_name, None)
+    if not isinstance(adapter, type):
+        raise Invalid("adapter", f"module {module_name!r} has no class {class_name!r}")
+    return adapter
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGTERM us when the parent dies (and catch a parent already gone)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        raise SystemExit(f"supervisor {parent_pid} is already gone")
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """Belt and braces for PDEATHSIG: poll the parent pid, and treat stdin EOF as the parent's death."""
+    loop = asyncio.get_running_loop()
+    stdin_fd: int | None = None
+    with contextlib.suppress(OSError, ValueError):
+        stdin_fd = sys.stdin.fileno()
+        os.set_blocking(stdin_fd, False)
+
+        def on_stdin() -> None:
+            try:
+                data = os.read(stdin_fd, 4096) if stdin_fd is not None else b""
+            except BlockingIOError:
+                return
+            if not data:
+                logger.warning("stdin closed: the supervisor is gone, stopping")
+                loop.remove_reader(stdin_fd)
+                stop.set()
+
+        loop.add_reader(stdin_fd, on_stdin)
+    try:
+        while not stop.is_set():
+            if os.getppid() != parent_pid:
+                logger.warning("supervisor %d is gone, stopping", parent_pid)
+                stop.set()
+                return
+            await asyncio.sleep(_PARENT_POLL_S)
+    finally:
+        if stdin_fd is not None:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(stdin_fd)
+
+
+@contextlib.asynccontextmanager
+async def _registered(options: WorkerOptions, port: int, tool_names: list[str]) -> AsyncIterator[None]:
+    """Keep the worker registered in a Muster catalog while it serves (if ``--registry``)."""
+    if options.registry is None:
+        yield
+        return
+    from muster.client import KeepAlive, MusterClient  # imported only when asked for
+
+    advertised_host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+    client = await MusterClient.connect(options.registry)
+    try:
+        async with KeepAlive(
+            client,
+            name=options.registry_name or f"bridge-{os.getpid()}",
+            type="tool",
+            role="production",
+            url=f"grpc://{advertised_host}:{port}",
+            caps=sorted(tool_names),
+            heartbeat_interval_s=options.heartbeat_interval_s,
+            ttl_s=options.registry_ttl_s,
+        ) as keepalive:
+            logger.info("registered in %s as %s", options.registry, keepalive.service_id)
+            yield
+    finally:
+        await client.aclose()
+
+
+async def serve(options: WorkerOptions) -> int:
+    """Serve until told to stop; the process exit code."""
+    if options.supervised_by is not None:
+        _die_with_parent(options.supervised_by)
+    adapter_class = load_adapter(options.adapter)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    executor = make_executor(options.max_tool_threads)
+    store = SessionStore(idle_ttl_s=options.session_ttl_s, watch_queue_size=options.watch_queue_size)
+    service = BridgeService(adapter_class, store, executor=executor)
+    server = BridgeServer(
+        service, host=options.host, port=options.port, max_concurrent_rpcs=options.max_concurrent_rpcs
+    )
+    port = await server.start()
+    watcher = (
+        asyncio.create_task(_watch_parent(options.supervised_by, stop), name="bridge-parent-watch")
+        if options.supervised_by is not None
+        else None
+    )
+    try:
+        async with _registered(options, port, list(service.tools)):
+            print(f"{READY_PREFIX}{port}", flush=True)
+            logger.info("serving %s on %s", options.adapter, server.address)
+            await stop.wait()
+    finally:
+        logger.info("stopping")
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await server.stop(options.stop_grace_s)
+        executor.shutdown(wait=False, cancel_futures=True)
+    return 0

@@ -1,0 +1,355 @@
+"""The gRPC door: ``SnakepitBridge`` over ``BridgeService``, and the server around it.
+
+Each RPC parses the request, calls the service and builds the response.
+Operations whose response has ``success``/``error_message`` report refusals
+there; the others map ``MusterError`` to its status code (NOT_FOUND,
+INVALID_ARGUMENT, RESOURCE_EXHAUSTED) with Muster's error metadata. Nothing
+here answers INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import grpc
+from google.protobuf import any_pb2, timestamp_pb2  # type: ignore[import-untyped, unused-ignore]
+
+from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
+from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
+from muster.bridge import values
+from muster.bridge.adapter import ToolInfo
+from muster.bridge.service import BridgeService, ToolOutcome
+from muster.bridge.session import VariableEvent
+from muster.bridge.variables import Variable
+from muster.errors import Invalid, MusterError, Unavailable, grpc_trailing_metadata
+
+__all__ = ["BridgeServer", "BridgeServicer", "tool_spec_to_proto", "variable_to_proto"]
+
+logger = logging.getLogger(__name__)
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def variable_to_proto(variable: Variable, *, include_metadata: bool = True) -> pb2.Variable:
+    return pb2.Variable(
+        id=variable.id,
+        name=variable.name,
+        type=variable.type,
+        value=values.encode(variable.value, variable.type),
+        constraints_json=variable.constraints_json,
+        metadata=dict(variable.metadata) if include_metadata else None,
+        source=variable.source.name,
+        last_updated_at=_timestamp(variable.last_updated_at),
+    )
+
+
+def tool_spec_to_proto(info: ToolInfo) -> pb2.ToolSpec:
+    parameters = []
+    for parameter in info.parameters:
+        spec = pb2.ParameterSpec(
+            name=parameter.name,
+            type=parameter.type,
+            description=parameter.description,
+            required=parameter.required,
+        )
+        if not parameter.required:
+            with contextlib.suppress(Invalid):  # a default JSON cannot carry is left unset
+                spec.default_value.CopyFrom(values.encode(parameter.default))
+        parameters.append(spec)
+    return pb2.ToolSpec(
+        name=info.name, description=info.description, parameters=parameters, metadata=dict(info.metadata)
+    )
+
+
+def _update_to_proto(event: VariableEvent) -> pb2.VariableUpdate:
+    return pb2.VariableUpdate(
+        variable_id=event.variable.id,
+        variable=variable_to_proto(event.variable),
+        update_source=event.update_source,
+        update_metadata=dict(event.metadata),
+        timestamp=_timestamp(event.timestamp),
+        deleted=event.deleted,
+    )
+
+
+def _decode_all(packed: Mapping[str, any_pb2.Any]) -> tuple[dict[str, values.TypedValue], dict[str, str]]:
+    decoded: dict[str, values.TypedValue] = {}
+    refused: dict[str, str] = {}
+    for key, value in packed.items():
+        try:
+            decoded[key] = values.decode(value, field=key)
+        except Invalid as exc:
+            refused[key] = str(exc)
+    return decoded, refused
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: MusterError) -> None:
+    await context.abort(error.grpc_code, error.message, trailing_metadata=grpc_trailing_metadata(error))
+
+
+class BridgeServicer(pb2_grpc.SnakepitBridgeServicer):  # type: ignore[misc]  # generated, untyped
+    """Translates ``SnakepitBridge`` calls to ``BridgeService`` calls."""
+
+    def __init__(self, service: BridgeService) -> None:
+        self.service = service
+
+    async def Ping(self, request: pb2.PingRequest, context: grpc.aio.ServicerContext) -> pb2.PingResponse:
+        message, now = self.service.ping(request.message)
+        return pb2.PingResponse(message=message, server_time=_timestamp(now))
+
+    async def InitializeSession(
+        self, request: pb2.InitializeSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.InitializeSessionResponse:
+        try:
+            tools, variables = self.service.initialize_session(request.session_id, dict(request.metadata))
+        except MusterError as exc:
+            return pb2.InitializeSessionResponse(success=False, error_message=str(exc))
+        return pb2.InitializeSessionResponse(
+            success=True,
+            available_tools={name: tool_spec_to_proto(info) for name, info in tools.items()},
+            initial_variables={variable.name: variable_to_proto(variable) for variable in variables},
+        )
+
+    async def CleanupSession(
+        self, request: pb2.CleanupSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.CleanupSessionResponse:
+        return pb2.CleanupSessionResponse(success=self.service.cleanup_session(request.session_id))
+
+    # --- variables ---------------------------------------------------------------------------
+
+    async def GetVariable(
+        self, request: pb2.GetVariableRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.GetVariableResponse:
+        try:
+            variable = self.service.store.get_variable(request.session_id, request.variable_id)
+        except MusterError as exc:
+            await _abort(context, exc)
+            raise  # pragma: no cover - abort raises
+        return pb2.GetVariableResponse(variable=variable_to_proto(variable))
+
+    async def SetVariable(
+        self, request: pb2.SetVariableRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.SetVariableResponse:
+        try:
+            typed = values.decode(request.value, field=request.variable_id or "value")
+            self.service.store.set_variable(
+                request.session_id, request.variable_id, typed, metadata=dict(request.metadata)
+            )
+        except MusterError as exc:
+            return pb2.SetVariableResponse(success=False, error_message=str(exc))
+        return pb2.SetVariableResponse(success=True)
+
+    async def GetVariables(
+        self, request: pb2.BatchGetVariablesRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.BatchGetVariablesResponse:
+        try:
+            session = self.service.store.get(request.session_id)
+        except MusterError as exc:
+            await _abort(context, exc)
+            raise  # pragma: no cover - abort raises
+        found = {}
+        for ref in request.variable_ids:
+            variable = session.find(ref)
+            if variable is not None:
+                found[ref] = variable_to_proto(variable, include_metadata=request.include_metadata)
+        return pb2.BatchGetVariablesResponse(variables=found)
+
+    async def SetVariables(
+        self, request: pb2.BatchSetVariablesRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.BatchSetVariablesResponse:
+        decoded, refused = _decode_all(request.updates)
+        try:
+            errors = self.service.store.set_variables(
+                request.session_id,
+                decoded,
+                atomic=request.atomic,
+                metadata=dict(request.metadata),
+                refused=refused,
+            )
+        except MusterError as exc:
+            return pb2.BatchSetVariablesResponse(success=False, errors={"": str(exc)})
+        return pb2.BatchSetVariablesResponse(success=not errors, errors=errors)
+
+    async def RegisterVariable(
+        self, request: pb2.RegisterVariableRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.RegisterVariableResponse:
+        try:
+            typed = values.decode(request.initial_value, field=request.name or "initial_value")
+            variable = self.service.store.register(
+                request.session_id,
+                request.name,
+                request.type,
+                typed.value,
+                constraints_json=request.constraints_json,
+                metadata=dict(request.metadata),
+            )
+        except MusterError as exc:
+            return pb2.RegisterVariableResponse(success=False, error_message=str(exc))
+        return pb2.RegisterVariableResponse(success=True, variable_id=variable.id)
+
+    async def ListVariables(
+        self, request: pb2.ListVariablesRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.ListVariablesResponse:
+        try:
+            listed = self.service.store.list_variables(request.session_id)
+        except MusterError as exc:
+            await _abort(context, exc)
+            raise  # pragma: no cover - abort raises
+        return pb2.ListVariablesResponse(variables=[variable_to_proto(variable) for variable in listed])
+
+    async def DeleteVariable(
+        self, request: pb2.DeleteVariableRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.DeleteVariableResponse:
+        try:
+            self.service.store.delete_variable(request.session_id, request.variable_id)
+        except MusterError as exc:
+            return pb2.DeleteVariableResponse(success=False, error_message=str(exc))
+        return pb2.DeleteVariableResponse(success=True)
+
+    # --- tools -------------------------------------------------------------------------------
+
+    async def ExecuteTool(
+        self, request: pb2.ExecuteToolRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.ExecuteToolResponse:
+        decoded, refused = _decode_all(request.parameters)
+        if refused:
+            return pb2.ExecuteToolResponse(
+                success=False, error_message="Invalid: " + next(iter(refused.values()))
+            )
+        outcome = await self.service.execute_tool(request.session_id, request.tool_name, decoded)
+        return _tool_response(outcome)
+
+    async def ExecuteStreamingTool(
+        self, request: pb2.ExecuteToolRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb2.ToolChunk]:
+        decoded, refused = _decode_all(request.parameters)
+        if refused:
+            message = "Invalid: " + next(iter(refused.values()))
+            yield pb2.ToolChunk(chunk_id="0", is_final=True, success=False, error_message=message)
+            return
+        count = 0
+        async for outcome in self.service.stream_tool(request.session_id, request.tool_name, decoded):
+            chunk = _tool_chunk(outcome, str(count))
+            yield chunk
+            if chunk.is_final:
+                return
+            count += 1
+        yield pb2.ToolChunk(chunk_id=str(count), is_final=True, success=True)
+
+    # --- watching ----------------------------------------------------------------------------
+
+    async def WatchVariables(
+        self, request: pb2.WatchVariablesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb2.VariableUpdate]:
+        try:
+            async for event in self.service.watch(request.session_id, list(request.variable_ids)):
+                yield _update_to_proto(event)
+        except MusterError as exc:
+            await _abort(context, exc)
+
+
+def _tool_response(outcome: ToolOutcome) -> pb2.ExecuteToolResponse:
+    if not outcome.success:
+        return pb2.ExecuteToolResponse(
+            success=False, error_message=outcome.error_message, metadata={"error_type": outcome.error_type}
+        )
+    try:
+        result = values.encode(outcome.value)
+    except Invalid as exc:
+        return pb2.ExecuteToolResponse(
+            success=False, error_message=f"Invalid: result {exc.rule}", metadata={"error_type": "Invalid"}
+        )
+    return pb2.ExecuteToolResponse(success=True, result=result)
+
+
+def _tool_chunk(outcome: ToolOutcome, chunk_id: str) -> pb2.ToolChunk:
+    """A data chunk, or a final failed chunk when the outcome (or its encoding) failed."""
+    if outcome.success:
+        try:
+            return pb2.ToolChunk(chunk_id=chunk_id, data=values.encode(outcome.value))
+        except Invalid as exc:
+            outcome = ToolOutcome(False, error_message=f"Invalid: item {exc.rule}", error_type="Invalid")
+    return pb2.ToolChunk(
+        chunk_id=chunk_id,
+        is_final=True,
+        success=False,
+        error_message=outcome.error_message,
+        metadata={"error_type": outcome.error_type},
+    )
+
+
+class BridgeServer:
+    """A grpc.aio server for one ``BridgeService``, with the idle-session sweeper.
+
+    Create it inside the running event loop (grpc.aio objects bind to it).
+    """
+
+    def __init__(
+        self,
+        service: BridgeService,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_concurrent_rpcs: int = 1000,
+        sweep_interval_s: float | None = None,
+    ) -> None:
+        self.service = service
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self._sweep_interval_s = sweep_interval_s or max(0.05, min(30.0, service.store.idle_ttl_s / 4))
+        # Beyond max_concurrent_rpcs calls in flight, gRPC answers RESOURCE_EXHAUSTED: this bounds
+        # the tool thread pool's queue too.
+        self._server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=max_concurrent_rpcs
+        )
+        pb2_grpc.add_SnakepitBridgeServicer_to_server(BridgeServicer(service), self._server)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+    async def start(self) -> int:
+        """Bind and start serving; the bound port (useful with port 0)."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        try:
+            self.port = self._server.add_insecure_port(f"{host}:{self.requested_port}")
+        except RuntimeError as exc:
+            raise Unavailable(f"cannot bind {host}:{self.requested_port}: {exc}") from exc
+        if self.port == 0:
+            raise Unavailable(f"cannot bind {host}:{self.requested_port}")
+        await self._server.start()
+        self._sweeper = asyncio.create_task(self._sweep(), name="bridge-session-sweeper")
+        return self.port
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval_s)
+            self.service.expire_idle_sessions()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """End watch streams and sessions, let calls in flight finish for ``grace_s``, then stop."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        self.service.close()
+        await self._server.stop(grace_s)
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+
+def make_executor(max_workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bridge-tool")
