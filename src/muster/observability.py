@@ -66,7 +66,7 @@ def render_metrics(extra: Iterable[Collector] = ()) -> bytes:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
     scratch = CollectorRegistry()

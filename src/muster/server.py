@@ -142,7 +142,7 @@ async def serve_doors(settings: Settings, doors: set[str], *, ready: Callable[[s
                 )
             )
             http_task = asyncio.create_task(http_server.serve(), name="muster-http")
-            while not http_server.started and not http_task.done():
+            while not http_server.started and not http_task.done():  # noqa: ASYNC110 - uvicorn exposes a flag only
                 await asyncio.sleep(0.01)
             if http_task.done():
                 http_task.result()
@@ -158,7 +158,7 @@ async def serve_doors(settings: Settings, doors: set[str], *, ready: Callable[[s
         runtime.draining = True
         if http_server is not None:
             http_server.should_exit = True
-        drains = []
+        drains: list[Any] = []
         if grpc_door is not None:
             drains.append(grpc_door.stop(settings.shutdown_grace))
         if http_task is not None:

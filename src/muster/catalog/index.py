@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -111,11 +112,12 @@ class CatalogIndex:
         if query.role is not None:
             candidates.append(self._by_role.get(query.role, set()))
         candidates.extend(self._by_cap.get(cap, set()) for cap in query.cap)
+        pool: Iterable[ServiceRecord]
         if candidates:
             smallest = min(candidates, key=len)
             pool = (self.by_id[sid] for sid in smallest)
         else:
-            pool = iter(self.by_id.values())
+            pool = self.by_id.values()
         matching = (record for record in pool if record.matches(query))
         return heapq.nsmallest(query.limit, matching, key=ServiceRecord.rank)
 

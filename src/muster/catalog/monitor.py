@@ -129,7 +129,11 @@ class HeartbeatMonitor:
             tx.emit(
                 "catalog.status_changed",
                 record.service_id,
-                {"service_id": record.service_id, "status": "down", "last_heartbeat_ts": isoformat(record.last_heartbeat_ts)},
+                {
+                    "service_id": record.service_id,
+                    "status": "down",
+                    "last_heartbeat_ts": isoformat(record.last_heartbeat_ts),
+                },
             )
         else:
             current = await q.get_service(tx.conn, record.service_id)

@@ -132,7 +132,7 @@ async def soft_state_since(conn: AsyncConnection, watermark: datetime) -> list[R
         services.c.queue_depth,
         services.c.load,
     ).where(services.c.last_heartbeat_ts > watermark)
-    return list((await conn.execute(query)).all())
+    return list((await conn.execute(query)).all())  # type: ignore[arg-type]
 
 
 async def insert_alert(

@@ -37,7 +37,8 @@ def timestamp(moment: datetime | None) -> Timestamp | None:
 
 
 def from_timestamp(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
+    moment: datetime = stamp.ToDatetime(tzinfo=UTC)
+    return moment
 
 
 def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -57,7 +58,10 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], rpc: str, exc: Bas
     await context.abort(grpc.StatusCode.INTERNAL, "internal error (a bug: please report it)")
 
 
-def unary(rpc: str) -> Callable[[Callable[[Any, Req, Any], Awaitable[Resp]]], Callable[[Any, Req, Any], Awaitable[Resp]]]:
+UnaryMethod = Callable[[Any, Req, Any], Awaitable[Resp]]
+
+
+def unary(rpc: str) -> Callable[[UnaryMethod[Req, Resp]], UnaryMethod[Req, Resp]]:
     def wrap(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[[Any, Req, Any], Awaitable[Resp]]:
         latency = GRPC_LATENCY.labels(rpc=rpc)
         ok = GRPC_REQUESTS.labels(rpc=rpc, code="OK")
@@ -69,11 +73,8 @@ def unary(rpc: str) -> Callable[[Callable[[Any, Req, Any], Awaitable[Resp]]], Ca
                 reply = await method(self, request, context)
             except (grpc.aio.AbortError, grpc.aio.UsageError):
                 raise
-            except BaseException as exc:
-                if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-                    raise
-                if isinstance(exc, Exception) or isinstance(exc, MusterError):
-                    await _abort(context, rpc, exc)
+            except Exception as exc:
+                await _abort(context, rpc, exc)
                 raise
             finally:
                 latency.observe(time.perf_counter() - started)

@@ -96,7 +96,8 @@ def downgrade() -> None:
     op.drop_table("monitor_state")
     op.drop_index("ix_catalog_alerts_ts", table_name="catalog_alerts")
     op.drop_table("catalog_alerts")
-    for index in ("ix_services_last_heartbeat_ts", "ix_services_status", "ix_services_type_role", "ix_services_name_role"):
+    for index in ("ix_services_last_heartbeat_ts", "ix_services_status", "ix_services_type_role",
+                  "ix_services_name_role"):
         op.drop_index(index, table_name="services")
     op.drop_table("services")
     op.drop_index("ix_events_kind_revision", table_name="events")

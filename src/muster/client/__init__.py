@@ -1,0 +1,301 @@
+"""Muster's async Python client.
+
+    client = await MusterClient.connect("grpc://127.0.0.1:9090")   # or "http://127.0.0.1:8080"
+    async with client:
+        reply = await client.register(name="ranker", type="model", url="http://10.0.0.5:8000", caps=["rank"])
+        best = await client.discover(cap=["rank"])
+
+Inputs are validated before they leave the process (the same models the
+server uses), and server errors come back as the same ``MusterError``
+subclasses whichever transport carried them. A closed client refuses reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+
+from muster.catalog.model import (
+    AlertRecord,
+    DeregisterInput,
+    DiscoverQuery,
+    HeartbeatInput,
+    PromoteInput,
+    RegisterInput,
+    ServiceRecord,
+)
+from muster.catalog.service import BeatAck, Registered, Stats
+from muster.client._transport import GrpcTransport, HttpTransport, Transport, grpc_error
+from muster.errors import Invalid, MusterError, NotFound, Unavailable
+from muster.events.hub import Event
+from muster.validation import parse
+
+__all__ = ["HeartbeatStream", "KeepAlive", "MusterClient"]
+
+log = structlog.get_logger("muster.client")
+
+
+class MusterClient:
+    """One method per catalog operation, over gRPC or HTTP."""
+
+    def __init__(self, transport: Transport, url: str) -> None:
+        self._transport = transport
+        self.url = url
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, url: str, *, rpc_timeout: float = 10.0) -> MusterClient:
+        """``grpc://host:port`` (or ``host:port``) for gRPC, ``http(s)://host:port`` for HTTP."""
+        transport: Transport
+        if url.startswith(("http://", "https://")):
+            transport = HttpTransport(url.rstrip("/"), rpc_timeout)
+        else:
+            transport = GrpcTransport(url.removeprefix("grpc://"), rpc_timeout)
+        return cls(transport, url)
+
+    @property
+    def transport_name(self) -> str:
+        return "grpc" if isinstance(self._transport, GrpcTransport) else "http"
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._transport.close()
+
+    def _check_open(self) -> Transport:
+        if self._closed:
+            raise RuntimeError("this MusterClient is closed; connect a new one")
+        return self._transport
+
+    # -- catalog -----------------------------------------------------------------------
+
+    async def register(
+        self,
+        *,
+        name: str,
+        type: str,
+        url: str,
+        role: str = "experimental",
+        caps: list[str] | tuple[str, ...] = (),
+        labels: dict[str, str] | None = None,
+        ctx_limit: int | None = None,
+        cost_hint_usd_per_1k: float | None = None,
+        heartbeat_interval_s: int = 60,
+        ttl_s: int = 90,
+    ) -> Registered:
+        data = parse(
+            RegisterInput,
+            {
+                "name": name, "type": type, "url": url, "role": role, "caps": list(caps),
+                "labels": labels or {}, "ctx_limit": ctx_limit, "cost_hint_usd_per_1k": cost_hint_usd_per_1k,
+                "heartbeat_interval_s": heartbeat_interval_s, "ttl_s": ttl_s,
+            },
+        )
+        return await self._check_open().register(data)
+
+    async def heartbeat(
+        self,
+        service_id: str,
+        *,
+        status: str = "ok",
+        p95_ms: float | None = None,
+        queue_depth: int | None = None,
+        load: float | None = None,
+    ) -> BeatAck:
+        beat = parse(
+            HeartbeatInput,
+            {"service_id": service_id, "status": status, "p95_ms": p95_ms, "queue_depth": queue_depth, "load": load},
+        )
+        return await self._check_open().heartbeat(beat)
+
+    async def discover(
+        self,
+        *,
+        name: str | None = None,
+        type: str | None = None,
+        role: str | None = None,
+        cap: list[str] | tuple[str, ...] = (),
+        label: list[str] | tuple[str, ...] = (),
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[ServiceRecord]:
+        query = parse(
+            DiscoverQuery,
+            {"name": name, "type": type, "role": role, "cap": list(cap), "label": list(label),
+             "status": status, "limit": limit},
+        )
+        return await self._check_open().discover(query)
+
+    async def promote(self, service_id: str, role: str) -> ServiceRecord:
+        return await self._check_open().promote(parse(PromoteInput, {"service_id": service_id, "role": role}))
+
+    async def deregister(self, service_id: str) -> None:
+        await self._check_open().deregister(parse(DeregisterInput, {"service_id": service_id}))
+
+    async def list_services(
+        self, *, status: str | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[ServiceRecord]:
+        if status is not None and status not in ("ok", "degraded", "down"):
+            raise Invalid("status", "must be one of ok, degraded, down")
+        return await self._check_open().list_services(status, limit, offset)
+
+    async def get_service(self, service_id: str) -> ServiceRecord:
+        if not service_id:
+            raise Invalid("service_id", "must not be empty")
+        return await self._check_open().get_service(service_id)
+
+    async def stats(self) -> Stats:
+        return await self._check_open().stats()
+
+    async def alerts(self, *, limit: int = 100, since: datetime | None = None) -> list[AlertRecord]:
+        if not 1 <= limit <= 1000:
+            raise Invalid("limit", "must be between 1 and 1000")
+        return await self._check_open().alerts(limit, since)
+
+    # -- events -------------------------------------------------------------------------
+
+    def watch(
+        self, *, since: int | None = None, kind_prefix: str = "", subject_prefix: str = ""
+    ) -> AsyncIterator[Event]:
+        """Events after ``since`` (None: from now on), then live ones; resume with the last revision seen."""
+        return self._check_open().watch(since, kind_prefix, subject_prefix)
+
+    # -- many heartbeats over one stream ------------------------------------------------------
+
+    def heartbeat_stream(self) -> HeartbeatStream:
+        """One gRPC stream for many beats (HTTP clients fall back to one request per beat)."""
+        return HeartbeatStream(self)
+
+
+class HeartbeatStream:
+    """``async with client.heartbeat_stream() as beats: ack = await beats.send(service_id)``.
+
+    Beats and acknowledgements travel in order over one gRPC stream; a beat for
+    an unknown service raises ``NotFound`` without closing the stream.
+    """
+
+    def __init__(self, client: MusterClient) -> None:
+        self._client = client
+        self._call: Any = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        transport = self._client._check_open()
+        if isinstance(transport, GrpcTransport):
+            self._call = transport.heartbeat_stream()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._call is not None:
+            with contextlib.suppress(Exception):
+                await self._call.done_writing()
+            self._call.cancel()
+
+    async def send(self, service_id: str, **metrics: Any) -> BeatAck:
+        if self._call is None:
+            return await self._client.heartbeat(service_id, **metrics)
+        import grpc
+
+        from muster.client._convert import ack_from_message
+        from muster.client._transport import _beat_request
+
+        beat = parse(HeartbeatInput, {"service_id": service_id, **metrics})
+        async with self._lock:  # one outstanding beat keeps replies matched to requests
+            try:
+                await self._call.write(_beat_request(beat))
+                reply = await self._call.read()
+            except grpc.aio.AioRpcError as exc:
+                raise grpc_error(exc) from None
+        if reply is grpc.aio.EOF:
+            raise Unavailable("heartbeat stream closed by the server")
+        if not reply.found:
+            raise NotFound(reply.error or f"service {service_id} is not registered", field="service_id")
+        return ack_from_message(reply)
+
+
+class KeepAlive:
+    """Register, heartbeat in the background, re-register after a 404, deregister on exit.
+
+        async with KeepAlive(client, name="ranker", type="model", url="http://10.0.0.5:8000") as alive:
+            print(alive.service_id)
+
+    ``metrics`` (optional) is called before each beat and returns the beat's
+    ``status``/``p95_ms``/``queue_depth``/``load``. ``on_registered`` is called
+    with each new service id (the first, and after every re-registration).
+    """
+
+    def __init__(
+        self,
+        client: MusterClient,
+        *,
+        metrics: Callable[[], dict[str, Any]] | None = None,
+        on_registered: Callable[[str], None] | None = None,
+        beat_every: float | None = None,
+        **registration: Any,
+    ) -> None:
+        self.client = client
+        self.registration = registration
+        self.metrics = metrics
+        self.on_registered = on_registered
+        interval = float(registration.get("heartbeat_interval_s", 60))
+        self.beat_every = beat_every if beat_every is not None else interval
+        self.service_id: str | None = None
+        self.registrations = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        await self._register()
+        self._task = asyncio.create_task(self._run(), name="muster-keepalive")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.service_id is not None:
+            with contextlib.suppress(MusterError, RuntimeError):
+                await self.client.deregister(self.service_id)
+
+    async def _register(self) -> None:
+        registered = await self.client.register(**self.registration)
+        self.service_id = registered.service_id
+        self.registrations += 1
+        if self.on_registered is not None:
+            self.on_registered(registered.service_id)
+
+    async def beat(self) -> None:
+        """Send one heartbeat now (re-registering if the server no longer knows us)."""
+        assert self.service_id is not None
+        try:
+            await self.client.heartbeat(self.service_id, **(self.metrics() if self.metrics else {}))
+        except NotFound:
+            log.info("keepalive.reregistering", old_service_id=self.service_id)
+            await self._register()
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            await asyncio.sleep(self.beat_every)
+            try:
+                await self.beat()
+                backoff = 0.5
+            except (Unavailable, MusterError) as exc:
+                log.warning("keepalive.beat_failed", error=str(exc))
+                await asyncio.sleep(min(backoff, self.beat_every))
+                backoff *= 2
