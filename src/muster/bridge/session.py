@@ -260,8 +260,11 @@ class SessionStore:
             variables = sorted(session.variables.values(), key=lambda variable: variable.name)
             watcher = Watcher(session_id, None, max(self.watch_queue_size, len(variables)))
         now = self.clock.now()
-        for variable in dict.fromkeys(variables):  # each once, in the order asked
-            watcher.queue.put_nowait(VariableEvent(variable, INITIAL, now))
+        seen: set[str] = set()
+        for variable in variables:  # each once, in the order asked
+            if variable.id not in seen:
+                seen.add(variable.id)
+                watcher.queue.put_nowait(VariableEvent(variable, INITIAL, now))
         session.watchers.add(watcher)
         return watcher
 
