@@ -144,7 +144,7 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         await instance.close()
 
 
-def test_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+def settings_for(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
         "database_url": db_url.replace("+aiosqlite", "").replace("+asyncpg", ""),
@@ -161,7 +161,7 @@ async def runtime(db_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     """The whole service layer of one process, on a fresh database, no doors."""
     from muster.server import build_runtime, close_runtime
 
-    built = await build_runtime(test_settings(db_url, tmp_path))
+    built = await build_runtime(settings_for(db_url, tmp_path))
     try:
         yield built
     finally:

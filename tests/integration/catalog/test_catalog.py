@@ -1,0 +1,207 @@
+"""The catalog service on real SQLite and real PostgreSQL: durability, events, monitor, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from muster.catalog.model import DeregisterInput, DiscoverQuery, HeartbeatInput, PromoteInput, RegisterInput
+from muster.catalog.monitor import HeartbeatMonitor
+from muster.catalog.schema import services
+from muster.clock import FakeClock
+from muster.errors import NotFound
+from muster.events.hub import WatchFilter
+from muster.events.sinks import AlertFileSink
+from muster.server import build_runtime, close_runtime
+from muster.store.leader import Leadership
+from muster.store.schema import events
+from muster.validation import parse
+from tests.conftest import settings_for
+
+
+def _reg(name: str = "test-service", **kw: Any) -> RegisterInput:
+    data = {"name": name, "type": "model", "role": "experimental", "url": "http://127.0.0.1:8888", "caps": ["infer"]}
+    data.update(kw)
+    return parse(RegisterInput, data)
+
+
+@pytest.fixture
+async def clocked(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Any, FakeClock]]:
+    """A runtime whose store and services read a fake clock."""
+    clock = FakeClock()
+    runtime = await build_runtime(settings_for(db_url, tmp_path), clock=clock)
+    try:
+        yield runtime, clock
+    finally:
+        await close_runtime(runtime)
+
+
+async def test_register_is_durable_and_emits_one_event(runtime: Any) -> None:
+    """A registration is a row and exactly one catalog.registered event, committed together."""
+    reply = await runtime.catalog.register(_reg())
+    async with runtime.store.read() as conn:
+        rows = (await conn.execute(select(func.count()).select_from(services))).scalar_one()
+        kinds = [r.kind for r in await conn.execute(select(events.c.kind).where(events.c.subject == reply.service_id))]
+    assert (1, ["catalog.registered"]) == (rows, kinds)
+    assert "test-service" == (await runtime.catalog.get(reply.service_id)).name
+
+
+async def test_heartbeat_for_unknown_or_deregistered_service_is_not_found(runtime: Any) -> None:
+    """The 404 that tells a client to register again: unknown ids and deregistered ones alike."""
+    with pytest.raises(NotFound):
+        await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": "nope"}))
+    reply = await runtime.catalog.register(_reg())
+    await runtime.catalog.deregister(parse(DeregisterInput, {"service_id": reply.service_id}))
+    with pytest.raises(NotFound):
+        await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": reply.service_id}))
+
+
+async def test_heartbeat_soft_state_is_flushed_in_batches(runtime: Any) -> None:
+    """Beats update memory at once and reach the store on flush, the latest per service."""
+    reply = await runtime.catalog.register(_reg())
+    for load in (0.9, 0.5, 0.25):
+        await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": reply.service_id, "load": load}))
+    assert 0.25 == runtime.catalog.index.get(reply.service_id).load
+    assert 1 == await runtime.catalog.flush()
+    async with runtime.store.read() as conn:
+        row = (await conn.execute(select(services).where(services.c.service_id == reply.service_id))).one()
+    assert 0.25 == row.load and row.last_heartbeat_ts is not None
+
+
+async def test_degraded_status_is_a_durable_event(runtime: Any) -> None:
+    """ok → degraded is written at once, with a catalog.status_changed event."""
+    reply = await runtime.catalog.register(_reg())
+    await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": reply.service_id, "status": "degraded"}))
+    async with runtime.store.read() as conn:
+        status = (await conn.execute(select(services.c.status))).scalar_one()
+        kinds = [r.kind for r in await conn.execute(select(events.c.kind).order_by(events.c.revision))]
+    assert ("degraded", ["catalog.registered", "catalog.status_changed"]) == (status, kinds)
+
+
+async def test_monitor_worked_example_with_fake_clock(clocked: tuple[Any, FakeClock], tmp_path: Path) -> None:
+    """Interval 60 / TTL 90: down at 120 s with alert, restored by a beat, deregistered after 180 s more."""
+    runtime, clock = clocked
+    monitor = HeartbeatMonitor(runtime.catalog, Leadership(runtime.store), interval=3600)
+    reply = await runtime.catalog.register(_reg(heartbeat_interval_s=60, ttl_s=90))
+    sid = reply.service_id
+
+    clock.advance(119)
+    assert [] == await monitor.sweep()
+    clock.advance(1)
+    acted = await monitor.sweep()
+    assert [("marked_down", 2)] == [(v.action, v.missed_beats) for _, v in acted]
+    await runtime.hub.advance_to(await runtime.hub.head())
+    assert "down" == runtime.catalog.index.get(sid).status
+    assert [] == runtime.catalog.discover(parse(DiscoverQuery, {}))
+
+    await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
+    assert "ok" == runtime.catalog.index.get(sid).status
+
+    clock.advance(180)
+    acted = await monitor.sweep()
+    assert [("deregistered", 3)] == [(v.action, v.missed_beats) for _, v in acted]
+    with pytest.raises(NotFound):
+        await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
+
+    alerts = await runtime.catalog.alerts(limit=10)
+    assert ["service_deregistered", "service_recovered", "service_down"] == [a.alert_type for a in alerts]
+    assert ["deregistered", "restored", "marked_down"] == [a.action for a in alerts]
+    stats = await runtime.catalog.stats()
+    assert (0, clock.now()) == (stats.total_services, stats.last_check)
+
+    sink = AlertFileSink(runtime.hub, tmp_path / "events")
+    assert 3 == await sink.drain()
+    assert 0 == await sink.drain()
+    day = clock.now().strftime("%Y%m%d")
+    lines = [json.loads(x) for x in (tmp_path / "events" / f"heartbeat_alerts_{day}.jsonl").read_text().splitlines()]
+    assert ["service_down", "service_recovered", "service_deregistered"] == [x["alert_type"] for x in lines]
+    assert {"alert_type", "service_id", "service_name", "missed_beats", "last_seen", "action", "ts"} <= set(lines[0])
+
+
+async def test_monitor_leaves_a_service_that_beat_meanwhile(clocked: tuple[Any, FakeClock]) -> None:
+    """A beat flushed after the sweep read the catalog wins: the service is not marked down."""
+    runtime, clock = clocked
+    monitor = HeartbeatMonitor(runtime.catalog, Leadership(runtime.store), interval=3600)
+    sid = (await runtime.catalog.register(_reg(heartbeat_interval_s=60, ttl_s=90))).service_id
+    clock.advance(125)
+    await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
+    assert [] == await monitor.sweep()  # the sweep flushes first, so it sees the beat
+
+
+async def test_concurrent_registrations_never_fail(runtime: Any) -> None:
+    """300 concurrent registrations all commit (no 'database is locked'), each with its event."""
+    replies = await asyncio.gather(*(runtime.catalog.register(_reg(f"svc-{i}")) for i in range(300)))
+    assert 300 == len({r.service_id for r in replies})
+    async with runtime.store.read() as conn:
+        count = (await conn.execute(select(func.count()).select_from(services))).scalar_one()
+        revisions = [r.revision for r in await conn.execute(select(events.c.revision).order_by(events.c.revision))]
+    assert 300 == count
+    assert revisions == sorted(set(revisions)) and 300 == len(revisions)
+
+
+async def test_two_processes_share_one_store_through_the_event_log(db_url: str, tmp_path: Path) -> None:
+    """Two runtimes on one database (as two door processes): writes in one appear in the other's index."""
+    first = await build_runtime(settings_for(db_url, tmp_path))
+    second = await build_runtime(settings_for(db_url, tmp_path))
+    try:
+        a, b = await asyncio.gather(
+            asyncio.gather(*(first.catalog.register(_reg(f"a-{i}")) for i in range(50))),
+            asyncio.gather(*(second.catalog.register(_reg(f"b-{i}")) for i in range(50))),
+        )
+        head = await first.hub.head()
+        await asyncio.wait_for(asyncio.gather(first.hub.advance_to(head), second.hub.advance_to(head)), 10)
+        assert 100 == len(first.catalog.index) == len(second.catalog.index)
+        await second.catalog.promote(parse(PromoteInput, {"service_id": a[0].service_id, "role": "production"}))
+        await asyncio.wait_for(first.hub.advance_to(await second.hub.head()), 10)
+        assert "production" == first.catalog.index.get(a[0].service_id).role
+        # A heartbeat reaching the other process right after registration is not a false 404.
+        fresh = await first.catalog.register(_reg("fresh"))
+        ack = await second.catalog.heartbeat(parse(HeartbeatInput, {"service_id": fresh.service_id}))
+        assert fresh.service_id == ack.service_id and b[0].service_id in second.catalog.index.by_id
+    finally:
+        await close_runtime(first)
+        await close_runtime(second)
+
+
+async def test_watch_replays_then_follows_without_gaps(runtime: Any) -> None:
+    """A watcher from revision 0 sees history then live events; resuming from the last revision repeats nothing."""
+    first = await runtime.catalog.register(_reg("one"))
+    await runtime.catalog.register(_reg("two"))
+    seen: list[int] = []
+
+    async def consume(since: int, count: int) -> None:
+        async for event in runtime.hub.watch(since, WatchFilter(kind_prefix="catalog.")):
+            seen.append(event.revision)
+            if len(seen) >= count:
+                return
+
+    task = asyncio.create_task(consume(0, 4))
+    await asyncio.sleep(0.05)
+    await runtime.catalog.promote(parse(PromoteInput, {"service_id": first.service_id, "role": "canary"}))
+    await runtime.catalog.deregister(parse(DeregisterInput, {"service_id": first.service_id}))
+    await asyncio.wait_for(task, 10)
+    assert [1, 2, 3, 4] == seen
+    resumed: list[str] = []
+    async for event in runtime.hub.watch(2, WatchFilter()):
+        resumed.append(event.kind)
+        if len(resumed) == 2:
+            break
+    assert ["catalog.promoted", "catalog.deregistered"] == resumed
+
+
+async def test_restart_reloads_the_index(db_url: str, tmp_path: Path) -> None:
+    """A new process sees everything the previous one committed."""
+    first = await build_runtime(settings_for(db_url, tmp_path))
+    sid = (await first.catalog.register(_reg(labels={"zone": "eu"}))).service_id
+    await close_runtime(first)
+    second = await build_runtime(settings_for(db_url, tmp_path))
+    try:
+        assert {"zone": "eu"} == (await second.catalog.get(sid)).labels
+    finally:
+        await close_runtime(second)

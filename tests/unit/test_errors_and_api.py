@@ -1,0 +1,61 @@
+"""The error tree maps once to HTTP and gRPC and back; public exports are pinned."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+import muster
+import muster.client
+from muster.errors import (
+    Conflict,
+    Expired,
+    FailedPrecondition,
+    Invalid,
+    MusterError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    error_for_grpc_code,
+    error_for_http_status,
+    grpc_trailing_metadata,
+)
+
+ALL = [Invalid("name", "must not be empty"), NotFound("no such service", field="service_id"),
+       Conflict("taken"), FailedPrecondition("not now"), Expired("lease expired"), Unavailable("down"),
+       ResourceExhausted("too big")]
+
+
+@pytest.mark.parametrize("error", ALL, ids=lambda e: type(e).__name__)
+def test_errors_round_trip_over_http(error: MusterError) -> None:
+    """A server error rebuilt from its HTTP status and body is the same class, message and field."""
+    rebuilt = error_for_http_status(error.http_status, error.to_dict())
+    assert (type(error), error.message, error.field) == (type(rebuilt), rebuilt.message, rebuilt.field)
+
+
+@pytest.mark.parametrize("error", ALL, ids=lambda e: type(e).__name__)
+def test_errors_round_trip_over_grpc(error: MusterError) -> None:
+    """A server error rebuilt from its gRPC code, details and trailing metadata is the same class."""
+    rebuilt = error_for_grpc_code(error.grpc_code, error.message, dict(grpc_trailing_metadata(error)))
+    assert (type(error), error.message, error.field) == (type(rebuilt), rebuilt.message, rebuilt.field)
+
+
+def test_status_codes_follow_the_contract() -> None:
+    """Invalid is 422/INVALID_ARGUMENT, NotFound 404, Conflict 409/ALREADY_EXISTS, Expired 409/FAILED_PRECONDITION."""
+    assert (422, grpc.StatusCode.INVALID_ARGUMENT) == (Invalid.http_status, Invalid.grpc_code)
+    assert (404, grpc.StatusCode.NOT_FOUND) == (NotFound.http_status, NotFound.grpc_code)
+    assert (409, grpc.StatusCode.ALREADY_EXISTS) == (Conflict.http_status, Conflict.grpc_code)
+    assert (409, grpc.StatusCode.FAILED_PRECONDITION) == (Expired.http_status, Expired.grpc_code)
+
+
+def test_foreign_grpc_errors_map_by_code() -> None:
+    """Without Muster's metadata the status code alone picks the class."""
+    assert isinstance(error_for_grpc_code(grpc.StatusCode.NOT_FOUND, "gone"), NotFound)
+
+
+def test_public_exports_are_pinned() -> None:
+    """The package's public names are exactly these (a change here is an API change)."""
+    assert sorted(muster.__all__) == muster.__all__
+    assert {"Conflict", "Expired", "FailedPrecondition", "Invalid", "MusterError", "NotFound",
+            "ResourceExhausted", "Unavailable", "__version__"} == set(muster.__all__)
+    assert {"HeartbeatStream", "KeepAlive", "MusterClient"} <= set(muster.client.__all__)
