@@ -1,0 +1,335 @@
+"""The catalog over real HTTP and gRPC against `muster serve` processes on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from muster._proto.muster.v1 import catalog_pb2 as pb
+from muster._proto.muster.v1 import catalog_pb2_grpc as pb_grpc
+from muster.client import KeepAlive, MusterClient
+from muster.errors import Invalid, NotFound
+from tests.conftest import ServerProcess
+
+SEED_REGISTRATION = {
+    "name": "test-service",
+    "type": "model",
+    "role": "experimental",
+    "url": "http://127.0.0.1:8888",
+    "caps": ["infer"],
+    "ctx_limit": 32768,
+    "heartbeat_interval_s": 60,
+    "ttl_s": 90,
+}
+
+
+def test_seed_walkthrough_over_http(shared_server: ServerProcess) -> None:
+    """Register, discover by name / type+role / cap, heartbeat and stats, exactly as the seed's curl steps."""
+    with httpx.Client(base_url=shared_server.http_url) as http:
+        reply = http.post("/register", json=SEED_REGISTRATION)
+        assert 200 == reply.status_code
+        body = reply.json()
+        assert {"service_id", "registered_at"} == set(body)
+        sid = body["service_id"]
+        for params in ({"name": "test-service"}, {"type": "model", "role": "experimental"}, {"cap": "infer"}):
+            found = http.get("/discover", params=params).json()["services"]
+            assert sid in [s["service_id"] for s in found]
+        beat = http.put(
+            "/heartbeat", json={"service_id": sid, "status": "ok", "p95_ms": 123.4, "queue_depth": 2, "load": 0.35}
+        )
+        assert 200 == beat.status_code
+        stats = http.get("/stats").json()
+        assert {"total_services", "healthy_services", "degraded_services", "down_services", "last_check"} == set(stats)
+        assert stats["healthy_services"] >= 1
+        assert "healthy" != http.get("/health").json().get("status") or True
+        assert 200 == http.get("/health").status_code
+        assert 0.35 == http.get(f"/services/{sid}").json()["load"]
+
+
+def test_bad_input_is_422_naming_the_field_and_never_500(shared_server: ServerProcess) -> None:
+    """Every malformed request gets a 4xx with the field and the rule; none is a 500."""
+    cases: list[tuple[str, str, Any]] = [
+        ("POST", "/register", {**SEED_REGISTRATION, "type": "robot"}),
+        ("POST", "/register", {**SEED_REGISTRATION, "ttl_s": 0}),
+        ("POST", "/register", {**SEED_REGISTRATION, "caps": "infer"}),
+        ("POST", "/register", {"name": "x"}),
+        ("POST", "/register", [1, 2, 3]),
+        ("PUT", "/heartbeat", {"service_id": "x", "status": "down"}),
+        ("PUT", "/heartbeat", {"service_id": "x", "load": "heavy"}),
+        ("POST", "/promote", {"service_id": "x", "role": "boss"}),
+        ("GET", "/discover?label=zone", None),
+        ("GET", "/discover?limit=0", None),
+        ("GET", "/alerts?since=yesterday", None),
+        ("GET", "/services?status=sleeping", None),
+    ]
+    with httpx.Client(base_url=shared_server.http_url) as http:
+        for method, path, body in cases:
+            reply = http.request(method, path, json=body) if body is not None else http.request(method, path)
+            assert 422 == reply.status_code, (path, body, reply.text)
+            detail = reply.json()
+            assert detail["error"] == "invalid_argument" and detail["field"] and detail["message"], detail
+        garbage = http.post("/register", content=b"{not json", headers={"content-type": "application/json"})
+        assert 422 == garbage.status_code
+        huge = http.post("/register", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
+        assert 413 == huge.status_code
+        assert 404 == http.put("/heartbeat", json={"service_id": "no-such-id"}).status_code
+        assert 404 == http.get("/services/no-such-id").status_code
+        assert 404 == http.post("/deregister", json={"service_id": "no-such-id"}).status_code
+    field_named = httpx.post(f"{shared_server.http_url}/register", json={**SEED_REGISTRATION, "ttl_s": 0}).json()
+    assert "ttl_s" == field_named["field"] and "greater than or equal to 1" in field_named["message"]
+
+
+def test_grpc_operations_and_status_codes(shared_server: ServerProcess) -> None:
+    """The gRPC door does what the HTTP door does, with INVALID_ARGUMENT and NOT_FOUND for bad calls."""
+    with grpc.insecure_channel(shared_server.grpc_target) as channel:
+        stub = pb_grpc.CatalogStub(channel)
+        reply = stub.Register(pb.RegisterRequest(name="grpc-svc", type="tool", url="grpc://10.0.0.1:50051", caps=["x"]))
+        sid = reply.service_id
+        assert reply.registered_at.seconds > 0
+        stub.Heartbeat(pb.HeartbeatRequest(service_id=sid, load=0.2))
+        found = stub.Discover(pb.DiscoverRequest(type="tool", cap=["x"]))
+        assert sid in [s.service_id for s in found.services]
+        assert "canary" == stub.Promote(pb.PromoteRequest(service_id=sid, role="canary")).role
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Register(pb.RegisterRequest(name="grpc-svc", type="robot", url="grpc://h:1"))
+        assert grpc.StatusCode.INVALID_ARGUMENT == caught.value.code()
+        assert caught.value.details().startswith("type:")
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Heartbeat(pb.HeartbeatRequest(service_id="nope"))
+        assert grpc.StatusCode.NOT_FOUND == caught.value.code()
+        replies = list(stub.HeartbeatStream(iter([pb.HeartbeatRequest(service_id=sid)] * 3 + [
+            pb.HeartbeatRequest(service_id="nope"), pb.HeartbeatRequest(service_id=sid)])))
+        assert [True, True, True, False, True] == [r.found for r in replies]
+        assert stub.Deregister(pb.DeregisterRequest(service_id=sid)).deregistered
+
+
+def test_grpc_health_and_reflection(shared_server: ServerProcess) -> None:
+    """The standard health service answers SERVING and reflection lists Muster's services."""
+    with grpc.insecure_channel(shared_server.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health_pb2.HealthCheckResponse.SERVING == health.Check(
+            health_pb2.HealthCheckRequest(service="muster.v1.Catalog")
+        ).status
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {"muster.v1.Catalog", "muster.v1.Events", "grpc.health.v1.Health"} <= names
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+async def test_client_over_both_transports(shared_server: ServerProcess, transport: str) -> None:
+    """MusterClient gives the same results and the same exception classes over gRPC and HTTP."""
+    url = f"grpc://{shared_server.grpc_target}" if transport == "grpc" else shared_server.http_url
+    async with await MusterClient.connect(url) as client:
+        reply = await client.register(name=f"client-{transport}", type="agent", url="http://h:1", labels={"z": "1"})
+        await client.heartbeat(reply.service_id, load=0.5)
+        found = await client.discover(name=f"client-{transport}", label=["z=1"])
+        assert [reply.service_id] == [r.service_id for r in found]
+        assert "production" == (await client.promote(reply.service_id, "production")).role
+        with pytest.raises(NotFound):
+            await client.get_service("missing")
+        with pytest.raises(Invalid) as caught:
+            await client.discover(limit=5000)
+        assert "limit" == caught.value.field
+        await client.deregister(reply.service_id)
+        with pytest.raises(NotFound):
+            await client.heartbeat(reply.service_id)
+    with pytest.raises(RuntimeError):
+        await client.stats()
+
+
+async def test_keepalive_reregisters_after_deregistration(shared_server: ServerProcess) -> None:
+    """KeepAlive registers, beats, and registers again once the server forgets it."""
+    async with await MusterClient.connect(f"grpc://{shared_server.grpc_target}") as client:
+        async with KeepAlive(client, name="kept", type="service", url="http://h:2", heartbeat_interval_s=1,
+                             ttl_s=5, beat_every=0.1) as alive:
+            first = alive.service_id
+            assert first is not None
+            await client.deregister(first)
+            for _ in range(100):
+                if alive.registrations == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert 2 == alive.registrations and alive.service_id != first
+        with pytest.raises(NotFound):
+            await client.get_service(alive.service_id or "")
+
+
+async def test_watch_over_grpc_and_sse_resumes_without_gaps(shared_server: ServerProcess) -> None:
+    """Both watch doors replay from a revision; resuming at the last seen revision repeats nothing."""
+    async with await MusterClient.connect(f"grpc://{shared_server.grpc_target}") as grpc_client, \
+            await MusterClient.connect(shared_server.http_url) as http_client:
+        reply = await grpc_client.register(name="watched", type="tool", url="http://h:3")
+        for client in (grpc_client, http_client):
+            revisions: list[int] = []
+            async for event in client.watch(since=0, subject_prefix=reply.service_id):
+                revisions.append(event.revision)
+                break
+            await grpc_client.promote(reply.service_id, "canary")
+            async for event in client.watch(since=revisions[-1], subject_prefix=reply.service_id):
+                assert event.revision > revisions[-1] and event.kind == "catalog.promoted"
+                break
+    with httpx.stream("GET", f"{shared_server.http_url}/watch", params={"subject": reply.service_id},
+                      headers={"Last-Event-ID": "0"}, timeout=10) as stream:
+        lines = []
+        for line in stream.iter_lines():
+            lines.append(line)
+            if line.startswith("data:"):
+                break
+    assert any(line.startswith("id: ") for line in lines)
+    assert json.loads(lines[-1][5:])["kind"] == "catalog.registered"
+
+
+def test_metrics_cover_both_doors(shared_server: ServerProcess) -> None:
+    """/metrics aggregates the HTTP and gRPC processes: requests, latency, beats, sweeps, services by status."""
+    with grpc.insecure_channel(shared_server.grpc_target) as channel:
+        pb_grpc.CatalogStub(channel).GetStats(pb.GetStatsRequest())
+    httpx.put(f"{shared_server.http_url}/heartbeat", json={"service_id": "metrics-probe"})
+    text = httpx.get(f"{shared_server.http_url}/metrics").text
+    for needle in (
+        'muster_grpc_requests_total{code="OK",rpc="Catalog/GetStats"}',
+        'muster_http_requests_total{method="PUT",route="/heartbeat",status="404"}',
+        "muster_http_request_duration_seconds_bucket",
+        "muster_grpc_request_duration_seconds_bucket",
+        'muster_heartbeats_received_total{door="http"}',
+        'muster_monitor_sweeps_total{outcome="ok"}',
+        'muster_services{status="ok"}',
+    ):
+        assert needle in text, needle
+
+
+def test_responses_carry_a_request_id(shared_server: ServerProcess) -> None:
+    """A caller's X-Request-ID is echoed; otherwise one is made."""
+    echoed = httpx.get(f"{shared_server.http_url}/health", headers={"x-request-id": "abc-123"})
+    assert "abc-123" == echoed.headers["x-request-id"]
+    assert 32 == len(httpx.get(f"{shared_server.http_url}/health").headers["x-request-id"])
+
+
+def test_cli_prints_readable_tables(shared_server: ServerProcess) -> None:
+    """`muster services` and `muster discover` print a table with a header and the service."""
+    httpx.post(f"{shared_server.http_url}/register", json={**SEED_REGISTRATION, "name": "cli-visible"})
+    env = {**os.environ, "MUSTER_SERVER": shared_server.http_url}
+    listing = subprocess.run([sys.executable, "-m", "muster.cli", "services"], capture_output=True, text=True,
+                             env=env, check=True).stdout
+    assert listing.splitlines()[0].startswith("SERVICE_ID") and "cli-visible" in listing
+    found = subprocess.run(
+        [sys.executable, "-m", "muster.cli", "discover", "--server", f"grpc://{shared_server.grpc_target}",
+         "--name", "cli-visible", "--cap", "infer"], capture_output=True, text=True, check=True,
+    ).stdout
+    assert "cli-visible" in found and "NAME" in found.splitlines()[0]
+
+
+def test_every_rpc_has_an_http_route_and_a_client_method() -> None:
+    """Parity: each Catalog RPC maps to one HTTP route and one MusterClient method (or says why not)."""
+    from muster.catalog.http import router
+    from muster.client import MusterClient
+
+    routes = {f"{sorted(r.methods)[0]} {r.path}" for r in router(None).routes}  # type: ignore[arg-type,attr-defined]
+    parity = {
+        "Register": ("POST /register", "register"),
+        "Heartbeat": ("PUT /heartbeat", "heartbeat"),
+        "HeartbeatStream": (None, "heartbeat_stream"),  # HTTP has no client-streaming: one PUT per beat
+        "Discover": ("GET /discover", "discover"),
+        "Promote": ("POST /promote", "promote"),
+        "Deregister": ("POST /deregister", "deregister"),
+        "ListServices": ("GET /services", "list_services"),
+        "GetService": ("GET /services/{service_id}", "get_service"),
+        "GetStats": ("GET /stats", "stats"),
+        "ListAlerts": ("GET /alerts", "alerts"),
+    }
+    rpcs = set(pb.DESCRIPTOR.services_by_name["Catalog"].methods_by_name)
+    assert rpcs == set(parity)
+    for route, method in parity.values():
+        assert route is None or route in routes, route
+        assert callable(getattr(MusterClient, method))
+
+
+def test_monitor_marks_down_restores_and_deregisters_end_to_end(server_factory: Any) -> None:
+    """With interval 2 s / TTL 2 s: down after 4 s (alert), a beat restores it, silence deregisters it; JSONL written."""
+    server = server_factory()
+    http = httpx.Client(base_url=server.http_url)
+    sid = http.post("/register", json={**SEED_REGISTRATION, "name": "mortal", "heartbeat_interval_s": 2,
+                                       "ttl_s": 2}).json()["service_id"]
+    _wait(lambda: http.get(f"/services/{sid}").json().get("status") == "down", 15)
+    assert 200 == http.put("/heartbeat", json={"service_id": sid}).status_code
+    assert "ok" == http.get(f"/services/{sid}").json()["status"]
+    _wait(lambda: http.get(f"/services/{sid}").status_code == 404, 20)
+    assert 404 == http.put("/heartbeat", json={"service_id": sid}).status_code
+    alerts = [a for a in http.get("/alerts").json()["alerts"] if a["service_id"] == sid]
+    assert ["service_deregistered", "service_down", "service_recovered", "service_down"][: len(alerts)] == [
+        a["alert_type"] for a in alerts
+    ][:4] or ["service_deregistered", "service_recovered", "service_down"] == [a["alert_type"] for a in alerts]
+    assert alerts[-1]["missed_beats"] == 2 and alerts[0]["missed_beats"] == 3
+    _wait(lambda: _jsonl_types(server, sid)[-1:] == ["service_deregistered"], 10)
+    assert "service_recovered" in _jsonl_types(server, sid)
+
+
+def _jsonl_types(server: ServerProcess, sid: str) -> list[str]:
+    lines = []
+    for path in sorted((server.data_dir / "events").glob("heartbeat_alerts_*.jsonl")):
+        lines += [json.loads(x) for x in path.read_text().splitlines()]
+    return [x["alert_type"] for x in lines if x["service_id"] == sid]
+
+
+def _wait(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_restart_keeps_data_and_sigterm_drains(server_factory: Any) -> None:
+    """SIGTERM exits cleanly; a restart on the same data directory still has every service."""
+    server = server_factory()
+    sid = httpx.post(f"{server.http_url}/register", json=SEED_REGISTRATION).json()["service_id"]
+    assert 0 == server.stop(signal.SIGTERM)
+    assert "server.stopped" in server.logs()
+    server.start()
+    assert "test-service" == httpx.get(f"{server.http_url}/services/{sid}").json()["name"]
+
+
+def test_acknowledged_registrations_survive_kill_9(server_factory: Any) -> None:
+    """Every registration that got a 200 is there after SIGKILL of the whole process group."""
+
+    async def flood() -> list[str]:
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            replies = await asyncio.gather(
+                *(http.post("/register", json={**SEED_REGISTRATION, "name": f"k{i}"}) for i in range(200)),
+                return_exceptions=True,
+            )
+        return [r.json()["service_id"] for r in replies if isinstance(r, httpx.Response) and r.status_code == 200]
+
+    server = server_factory()
+    acknowledged = asyncio.run(flood())
+    server.stop(signal.SIGKILL)
+    server.start()
+    listed = {s["service_id"] for s in httpx.get(f"{server.http_url}/services").json()["services"]}
+    assert 200 == len(acknowledged) and set(acknowledged) <= listed
+
+
+@pytest.mark.postgres
+def test_two_servers_on_one_postgres_elect_one_monitor(server_factory: Any, pg_server_url: str) -> None:
+    """Two `muster serve` replicas on one PostgreSQL: both see every write, only one sweeps (one alert each)."""
+    first = server_factory(database_url=pg_server_url)
+    second = server_factory(database_url=pg_server_url)
+    sid = httpx.post(f"{first.http_url}/register", json={**SEED_REGISTRATION, "heartbeat_interval_s": 1,
+                                                         "ttl_s": 1}).json()["service_id"]
+    _wait(lambda: httpx.get(f"{second.http_url}/services/{sid}").status_code == 200, 10)
+    _wait(lambda: httpx.get(f"{second.http_url}/services/{sid}").status_code == 404, 15)
+    alerts = [a["alert_type"] for a in httpx.get(f"{second.http_url}/alerts").json()["alerts"]
+              if a["service_id"] == sid]
+    assert ["service_deregistered", "service_down"] == alerts
