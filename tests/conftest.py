@@ -10,6 +10,7 @@ Each test gets its own database, cloned from a migrated template.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -71,7 +72,9 @@ def _pg_available() -> str | None:
                 await store.close()
 
         try:
-            asyncio.run(probe())
+            # A fresh thread has no running loop, so this also works from async fixtures.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, probe()).result(timeout=60)
             _pg_state["reason"] = None
         except Exception as exc:
             _pg_state["reason"] = f"PostgreSQL tier skipped: {_PG_ADMIN} unreachable ({exc.__class__.__name__}: {exc})"

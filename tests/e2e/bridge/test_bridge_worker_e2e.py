@@ -1,0 +1,133 @@
+"""The supervisor: Worker lifecycle, WorkerPool routing and crash replacement, no orphans, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
+from muster.bridge import ToolFailed, Worker, WorkerPool
+from muster.bridge.client import BridgeClient
+from muster.bridge.examples import ExampleAdapter
+from muster.errors import Unavailable
+
+from .conftest import pid_alive  # noqa: TID252 - the fixtures module of this directory
+
+SUPERVISOR = Path(__file__).with_name("supervisor_script.py")
+
+
+async def wait_until_gone(pid: int) -> bool:
+    """Poll until the pid is gone (or give up after a generous while); whether it went."""
+    for _ in range(300):
+        if not pid_alive(pid):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_worker_serves_an_initialised_session() -> None:
+    """A Worker starts the process, waits for GRPC_READY, and its session is ready for calls."""
+    async with Worker(ExampleAdapter) as worker:
+        pong = await worker.ping("hi")
+        info = await worker.call("session_info")
+        assert (pong, info["session_id"], info["pid"]) == ("Pong: hi", worker.session_id, worker.pid)
+
+
+async def test_worker_exit_cleans_up_the_session_and_leaves_no_process() -> None:
+    """Leaving the Worker cleans up its session (a watch on it ends OK) and the process is gone."""
+    async with Worker(ExampleAdapter) as worker:
+        await worker.client.set_variable(worker.session_id, "x", 1)
+        observer = BridgeClient.connect(worker.target)
+        call = observer.stub.WatchVariables(pb2.WatchVariablesRequest(session_id=worker.session_id))
+        await call.read()
+        pid = worker.pid
+    assert await call.read() is grpc.aio.EOF
+    assert (await call.code(), worker.returncode) == (grpc.StatusCode.OK, 0)
+    await observer.aclose()
+    assert not pid_alive(pid)
+
+
+async def test_tool_failures_surface_as_tool_failed() -> None:
+    """Worker.call raises ToolFailed carrying the tool's exception type and message."""
+    async with Worker(ExampleAdapter) as worker:
+        with pytest.raises(ToolFailed) as caught:
+            await worker.call("fail", message="bad input")
+    assert (caught.value.error_type, caught.value.message) == ("ValueError", "ValueError: bad input")
+
+
+async def test_worker_that_cannot_start_is_unavailable() -> None:
+    """An adapter that cannot be imported makes Worker fail with Unavailable, leaving no process."""
+    worker = Worker("no_such_module.Adapter")
+    with pytest.raises(Unavailable, match="exited with 2 before GRPC_READY"):
+        await worker.start()
+    assert worker.returncode == 2
+
+
+async def test_no_orphan_when_the_supervisor_is_killed() -> None:
+    """A worker whose supervisor is SIGKILLed exits on its own."""
+    supervisor = await asyncio.create_subprocess_exec(
+        sys.executable, str(SUPERVISOR), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    assert supervisor.stdout is not None
+    worker_pid = int((await supervisor.stdout.readline()).decode())
+    assert pid_alive(worker_pid)
+    supervisor.kill()
+    await supervisor.wait()
+    assert await wait_until_gone(worker_pid)
+
+
+async def test_pool_routes_a_session_to_the_same_worker() -> None:
+    """Each session always runs on one worker, and sessions are spread over the pool."""
+    async with WorkerPool(2, ExampleAdapter) as pool:
+        pids = {}
+        for session in ("s1", "s2", "s3", "s4"):
+            first = await pool.call(session, "session_info")
+            second = await pool.call(session, "session_info")
+            assert first["pid"] == second["pid"]
+            pids[session] = first["pid"]
+        assert len(set(pids.values())) == 2
+        assert await pool.cleanup_session("s1") is True
+
+
+async def test_pool_replaces_a_crashed_worker() -> None:
+    """A pool worker killed with SIGKILL is replaced; its sessions run on the replacement."""
+    async with WorkerPool(2, ExampleAdapter) as pool:
+        victim = (await pool.call("doomed", "session_info"))["pid"]
+        os.kill(victim, signal.SIGKILL)
+        after = await pool.call("doomed", "session_info")
+        assert after["pid"] != victim
+        assert pool.restarts == 1
+        assert len(pool.workers) == 2 and victim not in {worker.pid for worker in pool.workers}
+
+
+def test_cli_refuses_an_unknown_adapter() -> None:
+    """`python -m muster.bridge` with an unimportable adapter exits 2 with a message naming it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "muster.bridge", "--adapter", "no_such_module.Adapter"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "adapter: cannot import module 'no_such_module'" in result.stderr
+
+
+def test_cli_stops_gracefully_on_sigterm() -> None:
+    """A serving worker announces GRPC_READY:<port> and exits 0 on SIGTERM."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "muster.bridge", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()
+    process.send_signal(signal.SIGTERM)
+    assert (line.startswith("GRPC_READY:"), int(line.split(":")[1]) > 0) == (True, True)
+    assert process.wait(timeout=30) == 0
+    process.stdout.close()
