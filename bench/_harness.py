@@ -1,0 +1,113 @@
+"""Shared benchmark plumbing: start a real `muster serve`, run wrk, sample RSS, print JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    http_url: str
+    grpc_target: str
+    data_dir: Path
+
+    def rss_mb(self) -> dict[str, float]:
+        import psutil
+
+        parent = psutil.Process(self.process.pid)
+        rows = {"supervisor": parent.memory_info().rss}
+        for child in parent.children(recursive=True):
+            door = child.cmdline()[-1] if child.cmdline() else str(child.pid)
+            rows[door] = child.memory_info().rss
+        return {k: round(v / 2**20, 1) for k, v in rows.items()}
+
+
+@contextmanager
+def muster_server(*, database_url: str | None = None, extra: list[str] | None = None) -> Iterator[Server]:
+    data_dir = Path(tempfile.mkdtemp(prefix="muster-bench-"))
+    http_port, grpc_port = free_port(), free_port()
+    args = [sys.executable, "-m", "muster.cli", "serve", "--data-dir", str(data_dir), "--http-port", str(http_port),
+            "--grpc-port", str(grpc_port), "--log-level", "warning", *(extra or [])]
+    if database_url:
+        args += ["--database-url", database_url]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=(data_dir / "log").open("wb"),
+                               start_new_session=True)
+    server = Server(process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", data_dir)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{server.http_url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not become ready")
+        time.sleep(0.5)  # let the gRPC door finish starting too
+        yield server
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def wrk(url: str, *, connections: int, seconds: int, script: str | None = None, threads: int = 1) -> dict[str, Any]:
+    """Run wrk with latency percentiles; returns requests/s, errors and p50/p99 in ms."""
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if script:
+        args[1:1] = ["-s", script]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+
+    def pct(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        value, unit = float(match.group(1)), match.group(2)  # type: ignore[union-attr]
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    return {"rps": round(rps), "p50_ms": pct("50"), "p99_ms": pct("99"),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else None}
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    return {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def emit(result: dict[str, Any]) -> None:
+    print(json.dumps(result, indent=2))
