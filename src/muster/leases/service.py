@@ -1,0 +1,316 @@
+"""The symbol registry's application service: the one implementation behind HTTP and gRPC.
+
+Writes (reserve, claim, release, extend, plans) are transactions that commit
+with their events before they are acknowledged; every decision about expiry
+uses the transaction's time (the server's clock). Lookups are answered from
+an in-memory index of the newest lease per symbol, kept current by the event
+log; a symbol the index does not know is read from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+
+from muster.clock import Clock, isoformat
+from muster.errors import Conflict, Invalid, NotFound
+from muster.events.hub import Event, EventHub, WatchFilter
+from muster.leases import model
+from muster.leases import store as q
+from muster.leases.metrics import LOOKUP_LATENCY_MS, RESERVES
+from muster.leases.model import (
+    ClaimInput,
+    ExtendInput,
+    Lease,
+    LookupInput,
+    PlanSymbol,
+    ReleaseInput,
+    ReserveInput,
+    ReservePlanInput,
+    Transition,
+)
+from muster.leases.schema import leases
+from muster.store.engine import Store, Tx
+
+__all__ = ["MAX_PLAN_LEASES", "LeasesService", "PlanRelease"]
+
+log = structlog.get_logger("muster.leases")
+
+# A plan lists at most this many leases (re-reservations included).
+MAX_PLAN_LEASES = 5_000
+_SWEEP_BATCH = 500
+
+Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRelease:
+    plan_id: str
+    released: int
+    leases: list[Lease]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan_id": self.plan_id, "released": self.released, "leases": [x.to_dict() for x in self.leases]}
+
+
+def _held(key: Key, holder: Lease | None) -> str:
+    symbol = "/".join(key)
+    if holder is None:
+        return f"{symbol} is held by a lease that ended a moment ago; retry"
+    until = f"reserved until {isoformat(holder.expires_at)}" if holder.status == "reserved" else holder.status
+    return f"{symbol} is held by lease {holder.lease_id} ({until})"
+
+
+class LeasesService:
+    def __init__(self, store: Store, hub: EventHub, clock: Clock, *, sweep_interval: float = 1.0) -> None:
+        self.store = store
+        self.hub = hub
+        self.clock = clock
+        self.sweep_interval = sweep_interval
+        self._latest: dict[Key, Lease] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        hub.add_applier(self._apply)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Fill the index from the store (before the hub starts following the log)."""
+        async with self.store.read() as conn:
+            for lease in await q.load_latest(conn):
+                self._remember(lease)
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="muster-leases-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    def _apply(self, event: Event) -> None:
+        if event.kind.startswith("leases."):
+            self._remember(model.lease_from_dict(event.payload["lease"]))
+
+    def _remember(self, lease: Lease) -> None:
+        current = self._latest.get(lease.key)
+        if current is None or lease.lease_id >= current.lease_id:
+            self._latest[lease.key] = lease
+
+    # -- reserving ----------------------------------------------------------------------
+
+    async def reserve(self, data: ReserveInput) -> Lease:
+        """Hold the symbol for ``data.ttl_sec`` seconds; ``Conflict`` if a live lease holds it."""
+
+        async def op(tx: Tx) -> Lease:
+            await q.lock_symbol(tx, data.key)
+            values = self._values(data, data.plan_id, data.ttl_sec, tx)
+            lease_id = await q.insert_reservation(tx, values)
+            if lease_id is None and await self._expire_symbol(tx, data.key):
+                lease_id = await q.insert_reservation(tx, values)
+            if lease_id is None:
+                raise Conflict(_held(data.key, await q.live_for_symbol(tx.conn, data.key)), field="fq_name")
+            lease = Lease(lease_id=lease_id, **values)
+            tx.emit("leases.reserved", lease.subject, {"lease": lease.to_dict()})
+            return lease
+
+        try:
+            lease = await self.store.write(op)
+        except Conflict:
+            RESERVES.labels(status="conflict").inc()
+            raise
+        RESERVES.labels(status="reserved").inc()
+        return lease
+
+    async def reserve_plan(self, data: ReservePlanInput) -> list[Lease]:
+        """Reserve every symbol of the plan in one transaction, or none (``Conflict`` names the held ones)."""
+        ordered = sorted(data.symbols, key=lambda s: s.key)  # one lock order for every writer: no deadlocks
+
+        async def op(tx: Tx) -> list[Lease]:
+            for symbol in ordered:
+                await q.lock_symbol(tx, symbol.key)
+            granted: dict[Key, Lease] = {}
+            held: list[str] = []
+            for symbol in ordered:
+                values = self._values(symbol, data.plan_id, data.ttl_sec, tx)
+                lease_id = await q.insert_reservation(tx, values)
+                if lease_id is None and await self._expire_symbol(tx, symbol.key):
+                    lease_id = await q.insert_reservation(tx, values)
+                if lease_id is None:
+                    held.append(_held(symbol.key, await q.live_for_symbol(tx.conn, symbol.key)))
+                else:
+                    granted[symbol.key] = Lease(lease_id=lease_id, **values)
+            if held:
+                more = f" and {len(held) - 5} more" if len(held) > 5 else ""
+                raise Conflict(f"plan {data.plan_id} not reserved: " + "; ".join(held[:5]) + more, field="symbols")
+            reserved = sorted(granted.values(), key=lambda lease: lease.lease_id)
+            for lease in reserved:
+                tx.emit("leases.reserved", lease.subject, {"lease": lease.to_dict()})
+            return [granted[s.key] for s in data.symbols]
+
+        try:
+            granted = await self.store.write(op)
+        except Conflict:
+            RESERVES.labels(status="conflict").inc(len(data.symbols))
+            raise
+        RESERVES.labels(status="reserved").inc(len(granted))
+        return granted
+
+    @staticmethod
+    def _values(symbol: PlanSymbol, plan_id: str | None, ttl_sec: int, tx: Tx) -> dict[str, Any]:
+        return q.reservation_values(
+            repo=symbol.repo,
+            branch=symbol.branch,
+            fq_name=symbol.fq_name,
+            kind=symbol.kind,
+            file_path=symbol.file_path,
+            plan_id=plan_id,
+            now=tx.now,
+            expires_at=tx.now + timedelta(seconds=ttl_sec),
+        )
+
+    @staticmethod
+    async def _expire_symbol(tx: Tx, key: Key) -> bool:
+        expired = await q.expire_symbol(tx, key)
+        for lease in expired:
+            tx.emit("leases.expired", lease.subject, {"lease": lease.to_dict()})
+        return bool(expired)
+
+    # -- one lease's transitions ----------------------------------------------------------
+
+    async def claim(self, data: ClaimInput) -> Lease:
+        """The commit landed: the reservation becomes ``active`` (idempotent for one sha)."""
+        return await self._transition(data.lease_id, lambda lease, now: model.claim(lease, data.commit_sha, now))
+
+    async def release(self, data: ReleaseInput) -> Lease:
+        """Give the symbol back (idempotent): reserved → released, active → deprecated."""
+        return await self._transition(data.lease_id, model.release)
+
+    async def extend(self, data: ExtendInput) -> Lease:
+        """Move a live reservation's deadline to now + ``ttl_sec``."""
+        return await self._transition(data.lease_id, lambda lease, now: model.extend(lease, data.ttl_sec, now))
+
+    async def _transition(self, lease_id: int, change: Callable[[Lease, Any], Transition]) -> Lease:
+        async def op(tx: Tx) -> Lease:
+            lease = await q.get_lease(tx, lease_id)
+            if lease is None:
+                raise NotFound(f"lease {lease_id} does not exist", field="lease_id")
+            step = change(lease, tx.now)
+            if step.event is not None:
+                await q.save(tx, step.lease)
+                tx.emit(step.event, lease.subject, {"lease": step.lease.to_dict()})
+            return step.lease.as_of(tx.now)
+
+        return await self.store.write(op)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def lookup(self, query: LookupInput) -> Lease:
+        """The symbol's newest lease as of now (an overdue reservation reads ``expired``).
+
+        ``NotFound`` if the symbol was never reserved.
+        """
+        started = time.perf_counter()
+        try:
+            lease = self._latest.get(query.key)
+            if lease is None:
+                lease = await self._read_through(query.key)
+            return lease.as_of(self.clock.now())
+        finally:
+            LOOKUP_LATENCY_MS.observe((time.perf_counter() - started) * 1000.0)
+
+    async def _read_through(self, key: Key) -> Lease:
+        """Not in this process's index (reserved elsewhere a moment ago?): ask the store."""
+        async with self.store.read() as conn:
+            lease = await q.latest_for_symbol(conn, key)
+        if lease is None:
+            raise NotFound(f"symbol {'/'.join(key)} has never been reserved", field="fq_name")
+        return lease
+
+    async def get_plan(self, plan_id: str) -> list[Lease]:
+        """Every lease taken under ``plan_id``, oldest first, as of now."""
+        async with self.store.read() as conn:
+            found = await q.plan_leases(conn, plan_id, limit=MAX_PLAN_LEASES)
+        if not found:
+            raise NotFound(f"plan {plan_id} has no leases", field="plan_id")
+        now = self.clock.now()
+        return [lease.as_of(now) for lease in found]
+
+    async def release_plan(self, plan_id: str) -> PlanRelease:
+        """Release the plan's reservations in one transaction; claimed (active) symbols stay active."""
+
+        async def op(tx: Tx) -> PlanRelease:
+            found = await q.plan_leases(tx.conn, plan_id, limit=MAX_PLAN_LEASES, for_update=True)
+            if not found:
+                raise NotFound(f"plan {plan_id} has no leases", field="plan_id")
+            released, after = 0, []
+            for lease in found:
+                step = model.release(lease, tx.now) if lease.status == "reserved" else Transition(lease, None)
+                if step.event is not None:
+                    await q.save(tx, step.lease)
+                    tx.emit(step.event, lease.subject, {"lease": step.lease.to_dict()})
+                    released += step.event == "leases.released"
+                after.append(step.lease.as_of(tx.now))
+            return PlanRelease(plan_id, released, after)
+
+        return await self.store.write(op)
+
+    def watch(self, *, repo: str = "", branch: str = "", since: int | None = None) -> AsyncIterator[Event]:
+        """Lease events of one repo (or repo/branch; everything if ``repo`` is empty): replay, then live."""
+        if branch and not repo:
+            raise Invalid("repo", "must be given when branch is")
+        if since is not None and since < 0:
+            raise Invalid("since", "must be >= 0")
+        watch_filter = WatchFilter(kind_prefix="leases.", subject_prefix=model.subject_prefix(repo, branch))
+        return self.hub.watch(since, watch_filter)
+
+    # -- expiry in the background ------------------------------------------------------------
+
+    async def sweep_expired(self) -> int:
+        """Record every expiry that has happened by the clock (as ``leases.expired`` events).
+
+        Correctness never waits for this: reserve, claim, extend and lookup all
+        judge expiry by the clock themselves. The sweep only makes expiries
+        visible to watchers promptly. Safe to run in every process at once.
+        """
+        now = self.clock.now()
+        async with self.store.read() as conn:
+            due = (
+                await conn.execute(
+                    select(leases.c.lease_id)
+                    .where(leases.c.status == "reserved", leases.c.expires_at <= now)
+                    .limit(1)
+                )
+            ).first()
+        if due is None:
+            return 0
+        total = 0
+        while True:
+
+            async def op(tx: Tx) -> int:
+                flipped = await q.sweep_expired(tx, batch=_SWEEP_BATCH)
+                for lease in flipped:
+                    tx.emit("leases.expired", lease.subject, {"lease": lease.to_dict()})
+                return len(flipped)
+
+            count = await self.store.write(op)
+            total += count
+            if count < _SWEEP_BATCH:
+                return total
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.sweep_expired()
+            except Exception as exc:  # the store may be briefly unreachable: try again next time
+                log.warning("leases.sweep_failed", error=repr(exc))

@@ -1,0 +1,179 @@
+"""The leases queries (SQLAlchemy Core, the same on SQLite and PostgreSQL).
+
+Reserving is ``INSERT ... ON CONFLICT DO NOTHING`` against the unique partial
+index of live leases: the database decides who wins, in every process. A
+failed insert is followed by flipping an expired reservation of that symbol to
+``expired`` (by the transaction's clock) and one more insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from muster.leases.model import Lease
+from muster.leases.schema import LIVE_STATUSES, leases
+from muster.store.engine import Tx
+
+__all__ = [
+    "expire_symbol",
+    "get_lease",
+    "insert_reservation",
+    "latest_for_symbol",
+    "live_for_symbol",
+    "load_latest",
+    "lock_symbol",
+    "plan_leases",
+    "save",
+    "sweep_expired",
+]
+
+_COLUMNS = [c.name for c in leases.columns]
+_SYMBOL_LOCK_SPACE = "muster.leases:"
+
+
+def lease_of(row: Row[Any]) -> Lease:
+    return Lease(**{name: getattr(row, name) for name in _COLUMNS})
+
+
+def _symbol(repo: str, branch: str, fq_name: str) -> Any:
+    return and_(leases.c.repo == repo, leases.c.branch == branch, leases.c.fq_name == fq_name)
+
+
+async def lock_symbol(tx: Tx, key: tuple[str, str, str]) -> None:
+    """PostgreSQL: serialise reservations of one symbol until commit.
+
+    The unique index alone already guarantees one live lease. The lock adds
+    the fencing guarantee on PostgreSQL: a sequence value is drawn before the
+    index is checked, so without it a reserve could draw id N, stall, and
+    land after a lease N+1 of the same symbol was granted and released. With
+    it, ids of one symbol are drawn in grant order. (SQLite writers are
+    serialised anyway.)
+    """
+    if tx.dialect == "postgresql":
+        await tx.conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": _SYMBOL_LOCK_SPACE + "\x00".join(key)},
+        )
+
+
+async def insert_reservation(tx: Tx, values: dict[str, Any]) -> int | None:
+    """Insert a reservation; its ``lease_id``, or ``None`` if a live lease holds the symbol."""
+    statement = tx.insert(leases).values(**values).on_conflict_do_nothing().returning(leases.c.lease_id)
+    return (await tx.conn.execute(statement)).scalar_one_or_none()
+
+
+async def expire_symbol(tx: Tx, key: tuple[str, str, str]) -> list[Lease]:
+    """Flip the symbol's reservation to ``expired`` if its deadline has passed (by ``tx.now``)."""
+    statement = (
+        update(leases)
+        .where(
+            _symbol(*key),
+            leases.c.status == "reserved",
+            leases.c.expires_at <= tx.now,
+        )
+        .values(status="expired", updated_at=tx.now)
+        .returning(*leases.columns)
+    )
+    return [lease_of(row) for row in await tx.conn.execute(statement)]
+
+
+async def live_for_symbol(conn: AsyncConnection, key: tuple[str, str, str]) -> Lease | None:
+    row = (
+        await conn.execute(select(leases).where(_symbol(*key), leases.c.status.in_(LIVE_STATUSES)))
+    ).first()
+    return None if row is None else lease_of(row)
+
+
+async def latest_for_symbol(conn: AsyncConnection, key: tuple[str, str, str]) -> Lease | None:
+    query = select(leases).where(_symbol(*key)).order_by(leases.c.lease_id.desc()).limit(1)
+    row = (await conn.execute(query)).first()
+    return None if row is None else lease_of(row)
+
+
+async def get_lease(tx: Tx, lease_id: int) -> Lease | None:
+    """The lease, locked for this transaction on PostgreSQL (SQLite writers are serial)."""
+    query = select(leases).where(leases.c.lease_id == lease_id).with_for_update()
+    row = (await tx.conn.execute(query)).first()
+    return None if row is None else lease_of(row)
+
+
+async def save(tx: Tx, lease: Lease) -> None:
+    """Write back the mutable fields of ``lease``."""
+    await tx.conn.execute(
+        update(leases)
+        .where(leases.c.lease_id == lease.lease_id)
+        .values(
+            status=lease.status,
+            commit_sha=lease.commit_sha,
+            expires_at=lease.expires_at,
+            updated_at=lease.updated_at,
+        )
+    )
+
+
+async def plan_leases(conn: AsyncConnection, plan_id: str, *, limit: int, for_update: bool = False) -> list[Lease]:
+    query = select(leases).where(leases.c.plan_id == plan_id).order_by(leases.c.lease_id).limit(limit)
+    if for_update:
+        query = query.with_for_update()
+    return [lease_of(row) for row in await conn.execute(query)]
+
+
+async def sweep_expired(tx: Tx, *, batch: int) -> list[Lease]:
+    """Flip up to ``batch`` reservations whose deadline passed (by ``tx.now``) to ``expired``."""
+    due = (
+        select(leases.c.lease_id)
+        .where(leases.c.status == "reserved", leases.c.expires_at <= tx.now)
+        .order_by(leases.c.expires_at)
+        .limit(batch)
+        .scalar_subquery()
+    )
+    statement = (
+        update(leases)
+        # Re-check the status: a concurrent sweeper on PostgreSQL may have flipped it first.
+        .where(leases.c.lease_id.in_(due), leases.c.status == "reserved", leases.c.expires_at <= tx.now)
+        .values(status="expired", updated_at=tx.now)
+        .returning(*leases.columns)
+    )
+    return sorted((lease_of(row) for row in await tx.conn.execute(statement)), key=lambda lease: lease.lease_id)
+
+
+async def load_latest(conn: AsyncConnection) -> Sequence[Lease]:
+    """The newest lease of every symbol (to fill the in-memory index at start)."""
+    newest = (
+        select(func.max(leases.c.lease_id).label("lease_id"))
+        .group_by(leases.c.repo, leases.c.branch, leases.c.fq_name)
+        .subquery()
+    )
+    query = select(leases).join(newest, leases.c.lease_id == newest.c.lease_id)
+    return [lease_of(row) for row in await conn.execute(query)]
+
+
+def reservation_values(
+    *,
+    repo: str,
+    branch: str,
+    fq_name: str,
+    kind: str,
+    file_path: str,
+    plan_id: str | None,
+    now: datetime,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "repo": repo,
+        "branch": branch,
+        "fq_name": fq_name,
+        "kind": kind,
+        "file_path": file_path,
+        "plan_id": plan_id,
+        "status": "reserved",
+        "commit_sha": None,
+        "reserved_at": now,
+        "expires_at": expires_at,
+        "updated_at": now,
+    }
