@@ -36,7 +36,7 @@ __all__ = ["build_runtime", "serve", "serve_doors"]
 log = structlog.get_logger("muster.server")
 
 # Every context beyond the catalog: "module:function" building it from the runtime.
-CONTEXTS: tuple[str, ...] = ("muster.leases.context:build",)
+CONTEXTS: tuple[str, ...] = ("muster.graph.context:build", "muster.leases.context:build")
 
 
 async def build_runtime(settings: Settings, *, clock: Any = None) -> Any:

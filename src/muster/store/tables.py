@@ -1,7 +1,8 @@
 """Every table of every context on one metadata (for migrations and their check)."""
 
 from muster.catalog import schema as catalog_schema
+from muster.graph import schema as graph_schema
 from muster.leases import schema as leases_schema
 from muster.store.schema import metadata
 
-__all__ = ["catalog_schema", "leases_schema", "metadata"]
+__all__ = ["catalog_schema", "graph_schema", "leases_schema", "metadata"]

@@ -1,0 +1,116 @@
+"""The graph's HTTP routes under ``/graph``: parse, call the service, return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Query
+from starlette.responses import Response
+
+from muster.graph.model import (
+    MAX_LIST_LIMIT,
+    AlertUpdateInput,
+    ListServicesQuery,
+    TraverseQuery,
+    UpsertDependenciesInput,
+    UpsertServicesInput,
+)
+from muster.graph.service import GraphService
+from muster.http.responses import JSON
+from muster.validation import parse
+
+__all__ = ["router"]
+
+
+def router(graph: GraphService) -> APIRouter:
+    api = APIRouter(prefix="/graph", tags=["graph"])
+
+    @api.put("/services", summary="Create or replace services (bulk, idempotent, up to 10,000)")
+    async def upsert_services(body: dict[str, Any] = Body(...)) -> Response:
+        return JSON((await graph.upsert_services(parse(UpsertServicesInput, body))).to_dict())
+
+    @api.put(
+        "/dependencies",
+        summary="Create or update dependencies (bulk, idempotent, up to 10,000); unknown services are "
+        "created with discovered=true",
+    )
+    async def upsert_dependencies(body: dict[str, Any] = Body(...)) -> Response:
+        return JSON((await graph.upsert_dependencies(parse(UpsertDependenciesInput, body))).to_dict())
+
+    @api.get("/services", summary="Services by service_id, filtered by team and criticality")
+    async def list_services(
+        team: str | None = None, criticality: str | None = None, limit: int = 100, offset: int = 0
+    ) -> Response:
+        query = parse(
+            ListServicesQuery, {"team": team, "criticality": criticality, "limit": limit, "offset": offset}
+        )
+        records, total = await graph.list_services(query)
+        return JSON({"services": [r.to_dict() for r in records], "total": total})
+
+    @api.get("/services/{service_id}", summary="One service")
+    async def get_service(service_id: str) -> Response:
+        return JSON((await graph.get_service(service_id)).to_dict())
+
+    @api.delete("/services/{service_id}", summary="Delete a service and every edge touching it")
+    async def delete_service(service_id: str) -> Response:
+        await graph.delete_service(service_id)
+        return JSON({"service_id": service_id, "deleted": True})
+
+    @api.get("/services/{service_id}/dependencies", summary="What this service depends on (its outgoing edges)")
+    async def dependencies(service_id: str, include_stale: bool = False) -> Response:
+        records = await graph.edges(service_id, outgoing=True, include_stale=include_stale)
+        return JSON({"service_id": service_id, "dependencies": [r.to_dict() for r in records]})
+
+    @api.get("/services/{service_id}/dependents", summary="What depends on this service (its incoming edges)")
+    async def dependents(service_id: str, include_stale: bool = False) -> Response:
+        records = await graph.edges(service_id, outgoing=False, include_stale=include_stale)
+        return JSON({"service_id": service_id, "dependents": [r.to_dict() for r in records]})
+
+    @api.get(
+        "/services/{service_id}/traverse",
+        summary="Services within depth hops, with distances and the edges followed; "
+        "direction=both is the union of the upstream and downstream traversals",
+    )
+    async def traverse(
+        service_id: str, direction: str = "downstream", depth: int = 3, include_stale: bool = False
+    ) -> Response:
+        query = parse(
+            TraverseQuery,
+            {"service_id": service_id, "direction": direction, "depth": depth, "include_stale": include_stale},
+        )
+        return JSON((await graph.traverse(query)).to_dict())
+
+    @api.get(
+        "/services/{service_id}/impact",
+        summary="Everything that depends on this service, transitively, with the weakest-path criticality",
+    )
+    async def impact(service_id: str) -> Response:
+        return JSON((await graph.impact(service_id)).to_dict())
+
+    @api.post("/cycles/detect", summary="Find strongly connected components; one alert per component")
+    async def detect_cycles() -> Response:
+        return JSON((await graph.detect_cycles()).to_dict())
+
+    @api.get("/alerts", summary="Circular dependency alerts, newest first")
+    async def list_alerts(
+        status: str | None = None,
+        limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT),
+        offset: int = Query(0, ge=0),
+    ) -> Response:
+        records = await graph.list_alerts(status=status, limit=limit, offset=offset)
+        return JSON({"alerts": [r.to_dict() for r in records]})
+
+    @api.patch("/alerts/{alert_id}", summary="Acknowledge or resolve an alert (open → acknowledged → resolved)")
+    async def update_alert(alert_id: str, body: dict[str, Any] = Body(...)) -> Response:
+        return JSON((await graph.update_alert(alert_id, parse(AlertUpdateInput, body))).to_dict())
+
+    @api.post("/dependencies/mark-stale", summary="Mark edges not observed for older_than_hours stale")
+    async def mark_stale(older_than_hours: float = Query(...)) -> Response:
+        marked = await graph.mark_stale(older_than_hours)
+        return JSON({"marked_stale": marked, "older_than_hours": older_than_hours})
+
+    @api.get("/findings", summary="Criticality inversions: critical services with hard edges to low ones")
+    async def findings() -> Response:
+        return JSON({"findings": [f.to_dict() for f in graph.findings()]})
+
+    return api
