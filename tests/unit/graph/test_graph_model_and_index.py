@@ -1,0 +1,189 @@
+"""Input rules, the alert life cycle, and the in-memory index under events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from muster.clock import FakeClock
+from muster.errors import FailedPrecondition, Invalid
+from muster.events.hub import Event
+from muster.graph.index import GraphIndex
+from muster.graph.model import (
+    AlertUpdateInput,
+    TraverseQuery,
+    UpsertDependenciesInput,
+    UpsertServicesInput,
+    check_transition,
+)
+from muster.validation import parse
+
+
+def edge(source: str, target: str, **extra: Any) -> dict[str, Any]:
+    return {"source_service_id": source, "target_service_id": target, **extra}
+
+
+def test_self_loop_rejected_naming_the_item() -> None:
+    """An edge from a service to itself is refused, and the message names the item and the rule."""
+    with pytest.raises(Invalid) as caught:
+        parse(UpsertDependenciesInput, {"dependencies": [edge("a", "b"), edge("c", "c")]})
+    assert caught.value.field == "dependencies[1]"
+    assert "cannot depend on itself" in caught.value.rule
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"timeout_ms": 0}, "dependencies[0].timeout_ms"),
+        ({"confidence_score": 1.5}, "dependencies[0].confidence_score"),
+        ({"criticality": "fatal"}, "dependencies[0].criticality"),
+        ({"discovery_source": "guess"}, "dependencies[0].discovery_source"),
+        ({"communication_mode": "carrier-pigeon"}, "dependencies[0].communication_mode"),
+        ({"surprise": 1}, "dependencies[0].surprise"),
+    ],
+)
+def test_edge_rules_name_the_field(extra: dict[str, Any], field: str) -> None:
+    """Each edge rule is checked before the store, with the offending field named."""
+    with pytest.raises(Invalid) as caught:
+        parse(UpsertDependenciesInput, {"dependencies": [edge("a", "b", **extra)]})
+    assert field == caught.value.field
+
+
+def test_duplicate_edges_in_one_call_rejected() -> None:
+    """The same (source, target, discovery source) twice in one call is refused."""
+    with pytest.raises(Invalid, match=r"appears at \[0\] and \[1\]"):
+        parse(UpsertDependenciesInput, {"dependencies": [edge("a", "b"), edge("a", "b")]})
+
+
+def test_bulk_bound() -> None:
+    """More than 10,000 items in one call is refused."""
+    services = [{"service_id": f"s{i}"} for i in range(10_001)]
+    with pytest.raises(Invalid) as caught:
+        parse(UpsertServicesInput, {"services": services})
+    assert caught.value.field == "services"
+
+
+def test_service_id_must_fit_in_a_path() -> None:
+    """A service id with a slash is refused (it travels in URL paths)."""
+    with pytest.raises(Invalid) as caught:
+        parse(UpsertServicesInput, {"services": [{"service_id": "a/b"}]})
+    assert caught.value.field == "services[0].service_id"
+
+
+def test_traverse_depth_bounds() -> None:
+    """Depth must lie in 1..10 and direction be one of three words."""
+    with pytest.raises(Invalid, match="depth"):
+        parse(TraverseQuery, {"service_id": "a", "depth": 11})
+    with pytest.raises(Invalid, match="direction"):
+        parse(TraverseQuery, {"service_id": "a", "direction": "sideways"})
+
+
+def test_acknowledge_needs_a_name() -> None:
+    """Acknowledging without acknowledged_by is refused."""
+    with pytest.raises(Invalid, match="acknowledged_by is required"):
+        parse(AlertUpdateInput, {"status": "acknowledged"})
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "allowed"),
+    [
+        ("open", "acknowledged", True),
+        ("open", "resolved", True),
+        ("acknowledged", "resolved", True),
+        ("acknowledged", "acknowledged", False),
+        ("resolved", "acknowledged", False),
+        ("resolved", "resolved", False),
+        ("acknowledged", "open", False),
+    ],
+)
+def test_alert_transitions(current: str, new: str, allowed: bool) -> None:
+    """open → acknowledged → resolved and open → resolved; nothing else."""
+    if allowed:
+        check_transition(current, new)
+    else:
+        with pytest.raises(FailedPrecondition):
+            check_transition(current, new)
+
+
+def _event(revision: int, kind: str, payload: dict[str, Any]) -> Event:
+    return Event(revision, kind, "graph", payload, FakeClock().now())
+
+
+def test_parallel_edges_count_once_with_strongest_live_criticality() -> None:
+    """Two discovery sources for one pair: one adjacency entry, the strongest live criticality."""
+    index = GraphIndex()
+    index.apply(
+        _event(
+            1,
+            "graph.dependencies_upserted",
+            {
+                "edges": [
+                    ["a", "b", "manual", "soft"],
+                    ["a", "b", "kubernetes", "hard"],
+                ]
+            },
+        )
+    )
+    assert index.live_out == {"a": {"b": "hard"}}
+    index.apply(_event(2, "graph.dependencies_marked_stale", {"edges": [["a", "b", "kubernetes"]]}))
+    assert index.live_out == {"a": {"b": "soft"}}
+    assert index.all_out == {"a": {"b": "hard"}}
+    index.apply(_event(3, "graph.dependencies_marked_stale", {"edges": [["a", "b", "manual"]]}))
+    assert (index.live_out, index.all_in) == ({}, {"b": {"a": "hard"}})
+    assert index.strongly_connected_components() == []
+
+
+def test_discovered_service_never_overrides_a_described_one() -> None:
+    """An edge naming a described service keeps its criticality, in either event order."""
+    index = GraphIndex()
+    index.apply(_event(1, "graph.services_upserted", {"services": [["a", "critical"]]}))
+    index.apply(
+        _event(2, "graph.dependencies_upserted", {"discovered": ["a", "b"], "edges": [["a", "b", "manual", "hard"]]})
+    )
+    assert index.criticality == {"a": "critical", "b": "medium"}
+
+
+def test_delete_removes_edges_both_ways_and_from_the_digraph() -> None:
+    """Deleting a service drops its edges from every map and breaks its cycles."""
+    index = GraphIndex()
+    index.apply(
+        _event(
+            1,
+            "graph.dependencies_upserted",
+            {
+                "edges": [
+                    ["a", "b", "manual", "hard"],
+                    ["b", "a", "manual", "hard"],
+                    ["b", "c", "manual", "hard"],
+                ]
+            },
+        )
+    )
+    assert [sorted(c) for c in index.strongly_connected_components()] == [["a", "b"]]
+    index.apply(_event(2, "graph.service_deleted", {"service_id": "a"}))
+    assert (index.live_out, index.live_in) == ({"b": {"c": "hard"}}, {"c": {"b": "hard"}})
+    assert index.strongly_connected_components() == []
+    assert index.edge_count == 1
+
+
+def test_replaying_events_over_a_newer_snapshot_converges() -> None:
+    """Events carry state, so applying them again on a later snapshot gives the same graph."""
+    events = [
+        _event(
+            1, "graph.dependencies_upserted", {"edges": [["a", "b", "manual", "hard"], ["b", "c", "manual", "soft"]]}
+        ),
+        _event(2, "graph.service_deleted", {"service_id": "c"}),
+        _event(3, "graph.dependencies_upserted", {"edges": [["b", "a", "manual", "degraded"]]}),
+    ]
+    fresh = GraphIndex()
+    for event in events:
+        fresh.apply(event)
+    replayed = GraphIndex()
+    for event in events:
+        replayed.apply(event)
+    for event in events:
+        replayed.apply(event)
+    assert sorted(fresh.edges()) == sorted(replayed.edges())
+    assert fresh.criticality == replayed.criticality
+    assert fresh.live_out == replayed.live_out

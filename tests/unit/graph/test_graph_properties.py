@@ -1,0 +1,84 @@
+"""Property tests: traversal, SCC (rustworkx and the pure Tarjan) and cycle paths agree with networkx."""
+
+from __future__ import annotations
+
+import networkx as nx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from muster.clock import FakeClock
+from muster.events.hub import Event
+from muster.graph.algorithms import cycle_candidates, strongly_connected_components, traverse
+from muster.graph.index import GraphIndex
+
+NODES = [f"n{i}" for i in range(12)]
+edges_strategy = st.lists(
+    st.tuples(st.sampled_from(NODES), st.sampled_from(NODES)).filter(lambda e: e[0] != e[1]),
+    max_size=40,
+    unique=True,
+)
+
+
+def _index(edges: list[tuple[str, str]]) -> GraphIndex:
+    index = GraphIndex()
+    for name in NODES:
+        index.put_service(name, "medium")
+    payload = {"edges": [[s, t, "manual", "hard"] for s, t in edges]}
+    index.apply(Event(1, "graph.dependencies_upserted", "dependencies", payload, FakeClock().now()))
+    return index
+
+
+def _digraph(edges: list[tuple[str, str]]) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(NODES)
+    graph.add_edges_from(edges)
+    return graph
+
+
+@settings(max_examples=150, deadline=None)
+@given(edges_strategy, st.sampled_from(NODES), st.integers(1, 5))
+def test_traversal_matches_networkx(edges: list[tuple[str, str]], start: str, depth: int) -> None:
+    """Distances downstream, upstream and both equal networkx shortest path lengths with the same cutoff."""
+    index = _index(edges)
+    graph = _digraph(edges)
+    down = nx.single_source_shortest_path_length(graph, start, cutoff=depth)
+    up = nx.single_source_shortest_path_length(graph.reverse(), start, cutoff=depth)
+    for direction, expected in (
+        ("downstream", down),
+        ("upstream", up),
+        ("both", {n: min(d for d in (down.get(n), up.get(n)) if d is not None) for n in down.keys() | up.keys()}),
+    ):
+        result = traverse(index.live_out, index.live_in, start, direction, depth)
+        assert {n: d for n, d in expected.items() if n != start} == {s: d for s, d, _ in result.services}
+    followed = {(s, t) for s, t, _ in traverse(index.live_out, index.live_in, start, "downstream", depth).edges}
+    assert {(u, v) for u, v in graph.edges if u in down and down[u] < depth} == followed
+
+
+@settings(max_examples=150, deadline=None)
+@given(edges_strategy)
+def test_scc_matches_networkx(edges: list[tuple[str, str]]) -> None:
+    """rustworkx (the index) and the pure Tarjan find exactly networkx's strongly connected components."""
+    index = _index(edges)
+    expected = {frozenset(c) for c in nx.strongly_connected_components(_digraph(edges)) if len(c) > 1}
+    assert expected == {frozenset(c) for c in index.strongly_connected_components()}
+    pure = strongly_connected_components(NODES, index.live_out)
+    assert expected == {frozenset(c) for c in pure if len(c) > 1}
+    assert sorted(NODES) == sorted(n for c in pure for n in c)
+
+
+@settings(max_examples=150, deadline=None)
+@given(edges_strategy)
+def test_cycle_path_is_a_real_shortest_cycle(edges: list[tuple[str, str]]) -> None:
+    """Each cycle path is a cycle of the graph, starts at its component's smallest member, and is shortest."""
+    graph = _digraph(edges)
+    index = _index(edges)
+    for candidate in cycle_candidates(index.strongly_connected_components(), index.live_out):
+        path = candidate.cycle_path
+        assert candidate.members[0] == path[0] == min(path)
+        assert all(graph.has_edge(a, b) for a, b in zip(path, path[1:] + path[:1], strict=True))
+        shortest_back = min(
+            nx.shortest_path_length(graph, path[0], p) + 1
+            for p in graph.predecessors(path[0])
+            if p in candidate.members
+        )
+        assert shortest_back == len(path)
