@@ -41,6 +41,7 @@ __all__ = [
     "ClaimInput",
     "ExtendInput",
     "Lease",
+    "LeaseEvent",
     "LeaseIdInput",
     "LookupInput",
     "PlanIdInput",
@@ -108,8 +109,8 @@ Kind = Literal[
 Repo = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")]
 # Git's ref-name rules, roughly: no spaces, control characters, ~ ^ : ? * [ or backslash.
 Branch = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s~^:?*\[\\\x00-\x1f\x7f]+$")]
-# Any language's qualified name: ``demo.func``, ``crate::mod::f``, ``com.x.Y#m``; no whitespace.
-FqName = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^\S+$")]
+# Any language's qualified name: ``demo.func``, ``crate::mod::f``, ``com.x.Y#m``; no whitespace or control characters.
+FqName = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
 FilePath = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
 PlanId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
 CommitSha = Annotated[str, StringConstraints(min_length=7, max_length=64, pattern=r"^[0-9a-fA-F]+$")]
@@ -251,6 +252,16 @@ class Lease:
             "expires_at": isoformat(self.expires_at),
             "updated_at": isoformat(self.updated_at),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseEvent:
+    """One change of a lease, as a watcher sees it."""
+
+    revision: int
+    kind: str
+    lease: Lease
+    ts: datetime
 
 
 def _ts(value: Any) -> datetime | None:

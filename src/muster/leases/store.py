@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Row, and_, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from muster.leases.model import Lease
+from muster.leases.model import Lease, subject_of
 from muster.leases.schema import LIVE_STATUSES, leases
 from muster.store.engine import Tx
 
@@ -57,7 +57,7 @@ async def lock_symbol(tx: Tx, key: tuple[str, str, str]) -> None:
     if tx.dialect == "postgresql":
         await tx.conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": _SYMBOL_LOCK_SPACE + "\x00".join(key)},
+            {"key": _SYMBOL_LOCK_SPACE + subject_of(*key)},
         )
 
 
