@@ -24,7 +24,9 @@ from muster.grpc.common import from_timestamp, streaming, timestamp, unary
 from muster.observability import HEARTBEATS
 from muster.validation import parse
 
-__all__ = ["CatalogServicer", "service_message"]
+__all__ = ["MAX_BEATS_PER_BATCH", "CatalogServicer", "service_message"]
+
+MAX_BEATS_PER_BATCH = 1000
 
 
 def _optional(message: Any, *names: str) -> dict[str, Any]:
@@ -106,15 +108,20 @@ class CatalogServicer(pb_grpc.CatalogServicer):
 
     @streaming("Catalog/HeartbeatStream")
     async def HeartbeatStream(
-        self, request_iterator: AsyncIterator[pb.HeartbeatRequest], context: Any
-    ) -> AsyncIterator[pb.HeartbeatReply]:
+        self, request_iterator: AsyncIterator[pb.HeartbeatBatch], context: Any
+    ) -> AsyncIterator[pb.HeartbeatBatchReply]:
         catalog, beats = self.catalog, self._beats
-        async for request in request_iterator:
-            beats.inc()
-            try:
-                yield _ack(await catalog.heartbeat(_beat_input(request)))
-            except MusterError as exc:  # one bad beat must not end a stream that carries many
-                yield pb.HeartbeatReply(service_id=request.service_id, found=False, error=exc.message)
+        async for batch in request_iterator:
+            if len(batch.beats) > MAX_BEATS_PER_BATCH:
+                raise Invalid("beats", f"at most {MAX_BEATS_PER_BATCH} beats per message")
+            beats.inc(len(batch.beats))
+            replies = []
+            for request in batch.beats:
+                try:
+                    replies.append(_ack(await catalog.heartbeat(_beat_input(request))))
+                except MusterError as exc:  # one bad beat must not end a stream that carries many
+                    replies.append(pb.HeartbeatReply(service_id=request.service_id, found=False, error=exc.message))
+            yield pb.HeartbeatBatchReply(replies=replies)
 
     @unary("Catalog/Discover")
     async def Discover(self, request: pb.DiscoverRequest, context: Any) -> pb.DiscoverReply:

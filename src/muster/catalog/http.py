@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
@@ -26,6 +28,9 @@ __all__ = ["router"]
 
 def router(catalog: CatalogService) -> APIRouter:
     api = APIRouter(tags=["catalog"])
+    # The index hands back the same list object while its cached answer holds;
+    # reuse the JSON rendered for it (keyed by identity, checked by reference).
+    rendered: dict[int, tuple[list[Any], bytes]] = {}
 
     @api.post("/register", summary="Register a service instance")
     async def register(body: RegisterInput) -> Response:
@@ -50,7 +55,14 @@ def router(catalog: CatalogService) -> APIRouter:
             DiscoverQuery,
             {"name": name, "type": type, "role": role, "cap": cap, "label": label, "status": status, "limit": limit},
         )
-        return JSON({"services": [r.to_dict() for r in catalog.discover(query)]})
+        records = catalog.discover(query)
+        cached = rendered.get(id(records))
+        if cached is None or cached[0] is not records:
+            if len(rendered) > 1024:
+                rendered.clear()
+            cached = (records, orjson.dumps({"services": [r.to_dict() for r in records]}))
+            rendered[id(records)] = cached
+        return Response(cached[1], media_type="application/json")
 
     @api.post("/promote", summary="Change a service's role")
     async def promote(body: PromoteInput) -> Response:

@@ -10,6 +10,7 @@ processes through a periodic refresh (see ``CatalogService``).
 from __future__ import annotations
 
 import heapq
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime
@@ -51,9 +52,24 @@ def record_from_dict(data: dict[str, Any]) -> ServiceRecord:
     )
 
 
+_CACHE_ENTRIES = 4096
+
+
 class CatalogIndex:
-    def __init__(self) -> None:
+    """Records by id plus secondary sets by name, type, role and capability.
+
+    ``discover`` answers repeated queries from a small result cache. Any change
+    of membership, status or role bumps ``generation`` and so invalidates every
+    cached answer at once: a cached answer never includes an instance that is
+    down or gone. Only the *order* (load and p95 move with every heartbeat) may
+    be up to ``rank_ttl`` seconds old.
+    """
+
+    def __init__(self, *, rank_ttl: float = 0.25) -> None:
         self.by_id: dict[str, ServiceRecord] = {}
+        self.generation = 0
+        self.rank_ttl = rank_ttl
+        self._cache: dict[tuple[object, ...], tuple[int, float, list[ServiceRecord]]] = {}
         self._by_name: defaultdict[str, set[str]] = defaultdict(set)
         self._by_type: defaultdict[str, set[str]] = defaultdict(set)
         self._by_role: defaultdict[str, set[str]] = defaultdict(set)
@@ -66,6 +82,7 @@ class CatalogIndex:
         return self.by_id.get(service_id)
 
     def put(self, record: ServiceRecord) -> None:
+        self.generation += 1
         old = self.by_id.get(record.service_id)
         if old is not None:
             self._unlink(old)
@@ -77,6 +94,7 @@ class CatalogIndex:
             self._by_cap[cap].add(record.service_id)
 
     def remove(self, service_id: str) -> ServiceRecord | None:
+        self.generation += 1
         old = self.by_id.pop(service_id, None)
         if old is not None:
             self._unlink(old)
@@ -98,12 +116,32 @@ class CatalogIndex:
     def set_role(self, service_id: str, role: str) -> None:
         record = self.by_id.get(service_id)
         if record is not None and record.role != role:
+            self.generation += 1
             self._by_role[record.role].discard(service_id)
             record.role = role
             self._by_role[role].add(service_id)
 
+    def set_status(self, service_id: str, status: str) -> None:
+        record = self.by_id.get(service_id)
+        if record is not None and record.status != status:
+            self.generation += 1
+            record.status = status
+
     def discover(self, query: DiscoverQuery) -> list[ServiceRecord]:
         """Matching records, best first (lowest load, then p95), at most ``query.limit``."""
+        key = (query.name, query.type, query.role, tuple(sorted(query.cap)), tuple(sorted(query.label)),
+               query.status, query.limit)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == self.generation and now - cached[1] < self.rank_ttl:
+            return cached[2]
+        result = self._discover(query)
+        if len(self._cache) >= _CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = (self.generation, now, result)
+        return result
+
+    def _discover(self, query: DiscoverQuery) -> list[ServiceRecord]:
         candidates: list[set[str]] = []
         if query.name is not None:
             candidates.append(self._by_name.get(query.name, set()))
@@ -114,8 +152,9 @@ class CatalogIndex:
         candidates.extend(self._by_cap.get(cap, set()) for cap in query.cap)
         pool: Iterable[ServiceRecord]
         if candidates:
-            smallest = min(candidates, key=len)
-            pool = (self.by_id[sid] for sid in smallest)
+            candidates.sort(key=len)
+            ids = candidates[0].intersection(*candidates[1:]) if len(candidates) > 1 else candidates[0]
+            pool = (self.by_id[sid] for sid in ids)
         else:
             pool = self.by_id.values()
         matching = (record for record in pool if record.matches(query))
@@ -136,7 +175,7 @@ class CatalogIndex:
         elif event.kind == "catalog.status_changed":
             record = self.by_id.get(payload["service_id"])
             if record is not None:
-                record.status = payload["status"]
+                self.set_status(record.service_id, payload["status"])
                 seen = _ts(payload.get("last_heartbeat_ts"))
                 if seen is not None and (record.last_heartbeat_ts is None or seen > record.last_heartbeat_ts):
                     record.last_heartbeat_ts = seen

@@ -301,7 +301,9 @@ class CatalogService:
 
     async def refresh_soft_state(self) -> None:
         """Pick up heartbeat metrics that other processes wrote to the store."""
-        margin = timedelta(seconds=2 * self.flush_interval + 1)
+        # Rows another process flushes carry beat times at most one flush interval
+        # (plus commit latency) older than when they land: re-read that window only.
+        margin = timedelta(seconds=self.flush_interval + 0.5)
         since = (self._watermark - margin) if self._watermark else datetime.min.replace(tzinfo=self.clock.now().tzinfo)
         async with self.store.read() as conn:
             rows = await q.soft_state_since(conn, since)
@@ -316,10 +318,15 @@ class CatalogService:
                 self._watermark = row.last_heartbeat_ts
 
     async def _soft_state_loop(self) -> None:
+        refresh_every = max(1.0, self.flush_interval)
+        next_refresh = 0.0
         while True:
             await asyncio.sleep(self.flush_interval)
             try:
                 await self.flush()
-                await self.refresh_soft_state()
+                now = asyncio.get_running_loop().time()
+                if now >= next_refresh:
+                    next_refresh = now + refresh_every
+                    await self.refresh_soft_state()
             except Exception as exc:  # keep beating through a store hiccup; beats are re-sent
                 log.warning("catalog.flush_failed", error=repr(exc))

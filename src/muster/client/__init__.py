@@ -207,25 +207,43 @@ class HeartbeatStream:
             self._call.cancel()
 
     async def send(self, service_id: str, **metrics: Any) -> BeatAck:
+        """One beat; raises ``NotFound`` if the server no longer knows ``service_id``."""
+        result = (await self.send_many([{"service_id": service_id, **metrics}]))[0]
+        if isinstance(result, NotFound):
+            raise result
+        return result
+
+    async def send_many(self, beats: list[dict[str, Any]]) -> list[BeatAck | NotFound]:
+        """Many beats in one message; each result is an ack or the ``NotFound`` for that beat."""
+        inputs = [parse(HeartbeatInput, beat) for beat in beats]
         if self._call is None:
-            return await self._client.heartbeat(service_id, **metrics)
+            results: list[BeatAck | NotFound] = []
+            for beat in inputs:
+                try:
+                    results.append(await self._client._check_open().heartbeat(beat))
+                except NotFound as exc:
+                    results.append(exc)
+            return results
         import grpc
 
+        from muster._proto.muster.v1 import catalog_pb2 as pb
         from muster.client._convert import ack_from_message
         from muster.client._transport import _beat_request
 
-        beat = parse(HeartbeatInput, {"service_id": service_id, **metrics})
-        async with self._lock:  # one outstanding beat keeps replies matched to requests
+        async with self._lock:  # one outstanding message keeps replies matched to requests
             try:
-                await self._call.write(_beat_request(beat))
+                await self._call.write(pb.HeartbeatBatch(beats=[_beat_request(b) for b in inputs]))
                 reply = await self._call.read()
             except grpc.aio.AioRpcError as exc:
                 raise grpc_error(exc) from None
         if reply is grpc.aio.EOF:
             raise Unavailable("heartbeat stream closed by the server")
-        if not reply.found:
-            raise NotFound(reply.error or f"service {service_id} is not registered", field="service_id")
-        return ack_from_message(reply)
+        return [
+            ack_from_message(r)
+            if r.found
+            else NotFound(r.error or f"service {r.service_id} is not registered", field="service_id")
+            for r in reply.replies
+        ]
 
 
 class KeepAlive:

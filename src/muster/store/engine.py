@@ -236,31 +236,20 @@ class Store:
                 await self._commit_group(batch)
 
     async def _commit_group(self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        last_revision = 0
+        """Commit a group of queued operations with one fsync.
+
+        Optimistic: operations run back to back in one transaction and all their
+        events are appended with one ``executemany`` at the end (revisions are
+        assigned here, safe because ``BEGIN IMMEDIATE`` holds the only write
+        lock). An operation that raises *before writing anything* (a conflict or
+        a missing id, the common failures) simply fails alone. If one raises
+        after it wrote, the group is rolled back and replayed with a SAVEPOINT
+        per operation, so only that operation's writes are undone.
+        """
         try:
-            async with self.write_engine.connect() as conn:
-                await conn.begin()
-                for op, future in batch:
-                    tx = Tx(conn=conn, now=self.clock.now(), dialect=self.dialect)
-                    try:
-                        if len(batch) == 1:
-                            value = await op(tx)
-                            await self._append_events(tx)
-                        else:
-                            async with conn.begin_nested():
-                                value = await op(tx)
-                                await self._append_events(tx)
-                    except Exception as exc:  # the op's own failure: only its savepoint rolls back
-                        outcomes.append((future, None, exc))
-                        if len(batch) == 1:
-                            await conn.rollback()
-                        continue
-                    if tx.revisions:
-                        last_revision = max(last_revision, tx.revisions[-1])
-                    outcomes.append((future, value, None))
-                if conn.in_transaction():
-                    await conn.commit()
+            outcomes = await self._run_group(batch, savepoints=False)
+            if outcomes is None:
+                outcomes = await self._run_group(batch, savepoints=True)
         except Exception as exc:
             log.error("store.commit_failed", error=repr(exc))
             failure = Unavailable(f"store write failed: {exc.__class__.__name__}")
@@ -268,18 +257,57 @@ class Store:
                 if not future.done():
                     future.set_exception(failure)
             return
+        assert outcomes is not None
+        last_revision = max((rev for _, _, _, rev in outcomes), default=0)
         if last_revision:
             try:
                 await self._notify(last_revision)
             except Exception as exc:
                 log.error("store.notify_failed", error=repr(exc))
-        for future, value, error in outcomes:
+        for future, value, error, _ in outcomes:
             if future.done():
                 continue
             if error is not None:
                 future.set_exception(error)
             else:
                 future.set_result(value)
+
+    async def _run_group(
+        self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]], *, savepoints: bool
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None, int]] | None:
+        """Run the group in one transaction; ``None`` means "replay with savepoints"."""
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None, int]] = []
+        pending: list[dict[str, Any]] = []
+        async with self.write_engine.connect() as conn:
+            await conn.begin()
+            raw = (await conn.get_raw_connection()).driver_connection
+            head = int((await conn.execute(text("SELECT coalesce(max(revision), 0) FROM events"))).scalar_one())
+            for op, future in batch:
+                tx = Tx(conn=conn, now=self.clock.now(), dialect=self.dialect)
+                changes = raw.total_changes
+                try:
+                    if savepoints:
+                        async with conn.begin_nested():
+                            value = await op(tx)
+                    else:
+                        value = await op(tx)
+                except Exception as exc:  # the op's own failure
+                    if not savepoints and raw.total_changes != changes:
+                        await conn.rollback()
+                        return None
+                    outcomes.append((future, None, exc, 0))
+                    continue
+                for event in tx.pending:
+                    head += 1
+                    pending.append(
+                        {"revision": head, "kind": event.kind, "subject": event.subject,
+                         "payload": event.payload, "ts": tx.now}
+                    )
+                outcomes.append((future, value, None, head if tx.pending else 0))
+            if pending:
+                await conn.execute(insert(events), pending)
+            await conn.commit()
+        return outcomes
 
 
 def null_pool_engine(url: str) -> AsyncEngine:

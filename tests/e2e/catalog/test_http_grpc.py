@@ -39,7 +39,7 @@ def test_seed_walkthrough_over_http(shared_server: ServerProcess) -> None:
     """Register, discover by name / type+role / cap, heartbeat and stats, exactly as the seed's curl steps."""
     with httpx.Client(base_url=shared_server.http_url) as http:
         reply = http.post("/register", json=SEED_REGISTRATION)
-        assert 200 == reply.status_code
+        assert reply.status_code == 200
         body = reply.json()
         assert {"service_id", "registered_at"} == set(body)
         sid = body["service_id"]
@@ -49,12 +49,12 @@ def test_seed_walkthrough_over_http(shared_server: ServerProcess) -> None:
         beat = http.put(
             "/heartbeat", json={"service_id": sid, "status": "ok", "p95_ms": 123.4, "queue_depth": 2, "load": 0.35}
         )
-        assert 200 == beat.status_code
+        assert beat.status_code == 200
         stats = http.get("/stats").json()
         assert {"total_services", "healthy_services", "degraded_services", "down_services", "last_check"} == set(stats)
         assert stats["healthy_services"] >= 1
-        assert 200 == http.get("/health").status_code
-        assert 0.35 == http.get(f"/services/{sid}").json()["load"]
+        assert http.get("/health").status_code == 200
+        assert http.get(f"/services/{sid}").json()["load"] == 0.35
 
 
 def test_bad_input_is_422_naming_the_field_and_never_500(shared_server: ServerProcess) -> None:
@@ -76,18 +76,18 @@ def test_bad_input_is_422_naming_the_field_and_never_500(shared_server: ServerPr
     with httpx.Client(base_url=shared_server.http_url) as http:
         for method, path, body in cases:
             reply = http.request(method, path, json=body) if body is not None else http.request(method, path)
-            assert 422 == reply.status_code, (path, body, reply.text)
+            assert reply.status_code == 422, (path, body, reply.text)
             detail = reply.json()
             assert detail["error"] == "invalid_argument" and detail["field"] and detail["message"], detail
         garbage = http.post("/register", content=b"{not json", headers={"content-type": "application/json"})
-        assert 422 == garbage.status_code
+        assert garbage.status_code == 422
         huge = http.post("/register", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
-        assert 413 == huge.status_code
-        assert 404 == http.put("/heartbeat", json={"service_id": "no-such-id"}).status_code
-        assert 404 == http.get("/services/no-such-id").status_code
-        assert 404 == http.post("/deregister", json={"service_id": "no-such-id"}).status_code
+        assert huge.status_code == 413
+        assert http.put("/heartbeat", json={"service_id": "no-such-id"}).status_code == 404
+        assert http.get("/services/no-such-id").status_code == 404
+        assert http.post("/deregister", json={"service_id": "no-such-id"}).status_code == 404
     field_named = httpx.post(f"{shared_server.http_url}/register", json={**SEED_REGISTRATION, "ttl_s": 0}).json()
-    assert "ttl_s" == field_named["field"] and "greater than or equal to 1" in field_named["message"]
+    assert field_named["field"] == "ttl_s" and "greater than or equal to 1" in field_named["message"]
 
 
 def test_grpc_operations_and_status_codes(shared_server: ServerProcess) -> None:
@@ -100,17 +100,18 @@ def test_grpc_operations_and_status_codes(shared_server: ServerProcess) -> None:
         stub.Heartbeat(pb.HeartbeatRequest(service_id=sid, load=0.2))
         found = stub.Discover(pb.DiscoverRequest(type="tool", cap=["x"]))
         assert sid in [s.service_id for s in found.services]
-        assert "canary" == stub.Promote(pb.PromoteRequest(service_id=sid, role="canary")).role
+        assert stub.Promote(pb.PromoteRequest(service_id=sid, role="canary")).role == "canary"
         with pytest.raises(grpc.RpcError) as caught:
             stub.Register(pb.RegisterRequest(name="grpc-svc", type="robot", url="grpc://h:1"))
-        assert grpc.StatusCode.INVALID_ARGUMENT == caught.value.code()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details().startswith("type:")
         with pytest.raises(grpc.RpcError) as caught:
             stub.Heartbeat(pb.HeartbeatRequest(service_id="nope"))
-        assert grpc.StatusCode.NOT_FOUND == caught.value.code()
-        replies = list(stub.HeartbeatStream(iter([pb.HeartbeatRequest(service_id=sid)] * 3 + [
-            pb.HeartbeatRequest(service_id="nope"), pb.HeartbeatRequest(service_id=sid)])))
-        assert [True, True, True, False, True] == [r.found for r in replies]
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        beats = [pb.HeartbeatRequest(service_id=sid)] * 3 + [pb.HeartbeatRequest(service_id="nope")]
+        batches = [pb.HeartbeatBatch(beats=beats), pb.HeartbeatBatch(beats=[pb.HeartbeatRequest(service_id=sid)])]
+        replies = list(stub.HeartbeatStream(iter(batches)))
+        assert [[r.found for r in b.replies] for b in replies] == [[True, True, True, False], [True]]
         assert stub.Deregister(pb.DeregisterRequest(service_id=sid)).deregistered
 
 
@@ -118,9 +119,9 @@ def test_grpc_health_and_reflection(shared_server: ServerProcess) -> None:
     """The standard health service answers SERVING and reflection lists Muster's services."""
     with grpc.insecure_channel(shared_server.grpc_target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        assert health_pb2.HealthCheckResponse.SERVING == health.Check(
+        assert health.Check(
             health_pb2.HealthCheckRequest(service="muster.v1.Catalog")
-        ).status
+        ).status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {s.name for r in responses for s in r.list_services_response.service}
@@ -136,12 +137,12 @@ async def test_client_over_both_transports(shared_server: ServerProcess, transpo
         await client.heartbeat(reply.service_id, load=0.5)
         found = await client.discover(name=f"client-{transport}", label=["z=1"])
         assert [reply.service_id] == [r.service_id for r in found]
-        assert "production" == (await client.promote(reply.service_id, "production")).role
+        assert (await client.promote(reply.service_id, "production")).role == "production"
         with pytest.raises(NotFound):
             await client.get_service("missing")
         with pytest.raises(Invalid) as caught:
             await client.discover(limit=5000)
-        assert "limit" == caught.value.field
+        assert caught.value.field == "limit"
         await client.deregister(reply.service_id)
         with pytest.raises(NotFound):
             await client.heartbeat(reply.service_id)
@@ -161,7 +162,7 @@ async def test_keepalive_reregisters_after_deregistration(shared_server: ServerP
                 if alive.registrations == 2:
                     break
                 await asyncio.sleep(0.05)
-            assert 2 == alive.registrations and alive.service_id != first
+            assert alive.registrations == 2 and alive.service_id != first
         with pytest.raises(NotFound):
             await client.get_service(alive.service_id or "")
 
@@ -212,8 +213,8 @@ def test_metrics_cover_both_doors(shared_server: ServerProcess) -> None:
 def test_responses_carry_a_request_id(shared_server: ServerProcess) -> None:
     """A caller's X-Request-ID is echoed; otherwise one is made."""
     echoed = httpx.get(f"{shared_server.http_url}/health", headers={"x-request-id": "abc-123"})
-    assert "abc-123" == echoed.headers["x-request-id"]
-    assert 32 == len(httpx.get(f"{shared_server.http_url}/health").headers["x-request-id"])
+    assert echoed.headers["x-request-id"] == "abc-123"
+    assert len(httpx.get(f"{shared_server.http_url}/health").headers["x-request-id"]) == 32
 
 
 def test_cli_prints_readable_tables(shared_server: ServerProcess) -> None:
@@ -262,16 +263,16 @@ def test_monitor_marks_down_restores_and_deregisters_end_to_end(server_factory: 
     sid = http.post("/register", json={**SEED_REGISTRATION, "name": "mortal", "heartbeat_interval_s": 2,
                                        "ttl_s": 2}).json()["service_id"]
     _wait(lambda: http.get(f"/services/{sid}").json().get("status") == "down", 15)
-    assert 200 == http.put("/heartbeat", json={"service_id": sid}).status_code
-    assert "ok" == http.get(f"/services/{sid}").json()["status"]
+    assert http.put("/heartbeat", json={"service_id": sid}).status_code == 200
+    assert http.get(f"/services/{sid}").json()["status"] == "ok"
     _wait(lambda: http.get(f"/services/{sid}").status_code == 404, 20)
-    assert 404 == http.put("/heartbeat", json={"service_id": sid}).status_code
+    assert http.put("/heartbeat", json={"service_id": sid}).status_code == 404
     alerts = [a for a in http.get("/alerts").json()["alerts"] if a["service_id"] == sid]
     # Newest first: after the restore, silence marks it down again, then deregisters it.
-    assert ["service_deregistered", "service_down", "service_recovered", "service_down"] == [
+    assert [
         a["alert_type"] for a in alerts
-    ]
-    assert (3, 2) == (alerts[0]["missed_beats"], alerts[-1]["missed_beats"])
+    ] == ["service_deregistered", "service_down", "service_recovered", "service_down"]
+    assert (alerts[0]["missed_beats"], alerts[-1]["missed_beats"]) == (3, 2)
     _wait(lambda: _jsonl_types(server, sid)[-1:] == ["service_deregistered"], 10)
     assert "service_recovered" in _jsonl_types(server, sid)
 
@@ -296,10 +297,10 @@ def test_restart_keeps_data_and_sigterm_drains(server_factory: Any) -> None:
     """SIGTERM exits cleanly; a restart on the same data directory still has every service."""
     server = server_factory()
     sid = httpx.post(f"{server.http_url}/register", json=SEED_REGISTRATION).json()["service_id"]
-    assert 0 == server.stop(signal.SIGTERM)
+    assert server.stop(signal.SIGTERM) == 0
     assert "server.stopped" in server.logs()
     server.start()
-    assert "test-service" == httpx.get(f"{server.http_url}/services/{sid}").json()["name"]
+    assert httpx.get(f"{server.http_url}/services/{sid}").json()["name"] == "test-service"
 
 
 def test_acknowledged_registrations_survive_kill_9(server_factory: Any) -> None:
@@ -318,7 +319,7 @@ def test_acknowledged_registrations_survive_kill_9(server_factory: Any) -> None:
     server.stop(signal.SIGKILL)
     server.start()
     listed = {s["service_id"] for s in httpx.get(f"{server.http_url}/services").json()["services"]}
-    assert 200 == len(acknowledged) and set(acknowledged) <= listed
+    assert len(acknowledged) == 200 and set(acknowledged) <= listed
 
 
 @pytest.mark.postgres
@@ -332,4 +333,4 @@ def test_two_servers_on_one_postgres_elect_one_monitor(server_factory: Any, pg_s
     _wait(lambda: httpx.get(f"{second.http_url}/services/{sid}").status_code == 404, 15)
     alerts = [a["alert_type"] for a in httpx.get(f"{second.http_url}/alerts").json()["alerts"]
               if a["service_id"] == sid]
-    assert ["service_deregistered", "service_down"] == alerts
+    assert alerts == ["service_deregistered", "service_down"]

@@ -121,6 +121,18 @@ class HeartbeatReply(_message.Message):
     error: str
     def __init__(self, service_id: _Optional[str] = ..., status: _Optional[str] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., found: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
+class HeartbeatBatch(_message.Message):
+    __slots__ = ("beats",)
+    BEATS_FIELD_NUMBER: _ClassVar[int]
+    beats: _containers.RepeatedCompositeFieldContainer[HeartbeatRequest]
+    def __init__(self, beats: _Optional[_Iterable[_Union[HeartbeatRequest, _Mapping]]] = ...) -> None: ...
+
+class HeartbeatBatchReply(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[HeartbeatReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[HeartbeatReply, _Mapping]]] = ...) -> None: ...
+
 class DiscoverRequest(_message.Message):
     __slots__ = ("name", "type", "role", "cap", "label", "status", "limit")
     NAME_FIELD_NUMBER: _ClassVar[int]

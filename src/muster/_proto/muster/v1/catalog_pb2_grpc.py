@@ -46,8 +46,8 @@ class CatalogStub:
                 _registered_method=True)
         self.HeartbeatStream = channel.stream_stream(
                 '/muster.v1.Catalog/HeartbeatStream',
-                request_serializer=muster_dot_v1_dot_catalog__pb2.HeartbeatRequest.SerializeToString,
-                response_deserializer=muster_dot_v1_dot_catalog__pb2.HeartbeatReply.FromString,
+                request_serializer=muster_dot_v1_dot_catalog__pb2.HeartbeatBatch.SerializeToString,
+                response_deserializer=muster_dot_v1_dot_catalog__pb2.HeartbeatBatchReply.FromString,
                 _registered_method=True)
         self.Discover = channel.unary_unary(
                 '/muster.v1.Catalog/Discover',
@@ -102,9 +102,11 @@ class CatalogServicer:
         raise NotImplementedError('Method not implemented!')
 
     def HeartbeatStream(self, request_iterator, context):
-        """One stream carries many heartbeats, for one or many services: every
-        request gets exactly one reply, in order. A reply with found=false means
-        that service must register again; the stream stays open.
+        """One stream carries many heartbeats, for one or many services (an agent
+        host beating for all its instances). Each message is a batch of 1..1000
+        beats and gets exactly one reply message, in order, with one result per
+        beat in the same order. A result with found=false means that service must
+        register again; the stream stays open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,8 +172,8 @@ def add_CatalogServicer_to_server(servicer, server):
             ),
             'HeartbeatStream': grpc.stream_stream_rpc_method_handler(
                     servicer.HeartbeatStream,
-                    request_deserializer=muster_dot_v1_dot_catalog__pb2.HeartbeatRequest.FromString,
-                    response_serializer=muster_dot_v1_dot_catalog__pb2.HeartbeatReply.SerializeToString,
+                    request_deserializer=muster_dot_v1_dot_catalog__pb2.HeartbeatBatch.FromString,
+                    response_serializer=muster_dot_v1_dot_catalog__pb2.HeartbeatBatchReply.SerializeToString,
             ),
             'Discover': grpc.unary_unary_rpc_method_handler(
                     servicer.Discover,
@@ -288,8 +290,8 @@ class Catalog:
             request_iterator,
             target,
             '/muster.v1.Catalog/HeartbeatStream',
-            muster_dot_v1_dot_catalog__pb2.HeartbeatRequest.SerializeToString,
-            muster_dot_v1_dot_catalog__pb2.HeartbeatReply.FromString,
+            muster_dot_v1_dot_catalog__pb2.HeartbeatBatch.SerializeToString,
+            muster_dot_v1_dot_catalog__pb2.HeartbeatBatchReply.FromString,
             options,
             channel_credentials,
             insecure,
