@@ -27,7 +27,7 @@ async def test_migrated_schema_matches_the_metadata(store: Store) -> None:
     """After `muster migrate`, autogenerate finds nothing the migrations forgot."""
     async with store.read() as conn:
         diff = await conn.run_sync(_diff)
-    assert [] == diff
+    assert diff == []
     assert head_revision() == await current_revision(store)
 
 

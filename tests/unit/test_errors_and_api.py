@@ -42,10 +42,10 @@ def test_errors_round_trip_over_grpc(error: MusterError) -> None:
 
 def test_status_codes_follow_the_contract() -> None:
     """Invalid is 422/INVALID_ARGUMENT, NotFound 404, Conflict 409/ALREADY_EXISTS, Expired 409/FAILED_PRECONDITION."""
-    assert (422, grpc.StatusCode.INVALID_ARGUMENT) == (Invalid.http_status, Invalid.grpc_code)
-    assert (404, grpc.StatusCode.NOT_FOUND) == (NotFound.http_status, NotFound.grpc_code)
-    assert (409, grpc.StatusCode.ALREADY_EXISTS) == (Conflict.http_status, Conflict.grpc_code)
-    assert (409, grpc.StatusCode.FAILED_PRECONDITION) == (Expired.http_status, Expired.grpc_code)
+    assert (Invalid.http_status, Invalid.grpc_code) == (422, grpc.StatusCode.INVALID_ARGUMENT)
+    assert (NotFound.http_status, NotFound.grpc_code) == (404, grpc.StatusCode.NOT_FOUND)
+    assert (Conflict.http_status, Conflict.grpc_code) == (409, grpc.StatusCode.ALREADY_EXISTS)
+    assert (Expired.http_status, Expired.grpc_code) == (409, grpc.StatusCode.FAILED_PRECONDITION)
 
 
 def test_foreign_grpc_errors_map_by_code() -> None:

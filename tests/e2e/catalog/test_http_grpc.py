@@ -257,7 +257,7 @@ def test_every_rpc_has_an_http_route_and_a_client_method() -> None:
 
 
 def test_monitor_marks_down_restores_and_deregisters_end_to_end(server_factory: Any) -> None:
-    """With interval 2 s / TTL 2 s: down after 4 s (alert), a beat restores it, silence deregisters it; JSONL written."""
+    """Interval 2 s / TTL 2 s: down after 4 s with an alert, a beat restores it, silence deregisters it; JSONL."""
     server = server_factory()
     http = httpx.Client(base_url=server.http_url)
     sid = http.post("/register", json={**SEED_REGISTRATION, "name": "mortal", "heartbeat_interval_s": 2,

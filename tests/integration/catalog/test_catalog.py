@@ -48,8 +48,8 @@ async def test_register_is_durable_and_emits_one_event(runtime: Any) -> None:
     async with runtime.store.read() as conn:
         rows = (await conn.execute(select(func.count()).select_from(services))).scalar_one()
         kinds = [r.kind for r in await conn.execute(select(events.c.kind).where(events.c.subject == reply.service_id))]
-    assert (1, ["catalog.registered"]) == (rows, kinds)
-    assert "test-service" == (await runtime.catalog.get(reply.service_id)).name
+    assert (rows, kinds) == (1, ["catalog.registered"])
+    assert (await runtime.catalog.get(reply.service_id)).name == "test-service"
 
 
 async def test_heartbeat_for_unknown_or_deregistered_service_is_not_found(runtime: Any) -> None:
@@ -67,11 +67,11 @@ async def test_heartbeat_soft_state_is_flushed_in_batches(runtime: Any) -> None:
     reply = await runtime.catalog.register(_reg())
     for load in (0.9, 0.5, 0.25):
         await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": reply.service_id, "load": load}))
-    assert 0.25 == runtime.catalog.index.get(reply.service_id).load
-    assert 1 == await runtime.catalog.flush()
+    assert runtime.catalog.index.get(reply.service_id).load == 0.25
+    assert await runtime.catalog.flush() == 1
     async with runtime.store.read() as conn:
         row = (await conn.execute(select(services).where(services.c.service_id == reply.service_id))).one()
-    assert 0.25 == row.load and row.last_heartbeat_ts is not None
+    assert row.load == 0.25 and row.last_heartbeat_ts is not None
 
 
 async def test_degraded_status_is_a_durable_event(runtime: Any) -> None:
@@ -81,7 +81,7 @@ async def test_degraded_status_is_a_durable_event(runtime: Any) -> None:
     async with runtime.store.read() as conn:
         status = (await conn.execute(select(services.c.status))).scalar_one()
         kinds = [r.kind for r in await conn.execute(select(events.c.kind).order_by(events.c.revision))]
-    assert ("degraded", ["catalog.registered", "catalog.status_changed"]) == (status, kinds)
+    assert (status, kinds) == ("degraded", ["catalog.registered", "catalog.status_changed"])
 
 
 async def test_monitor_worked_example_with_fake_clock(clocked: tuple[Any, FakeClock], tmp_path: Path) -> None:
@@ -92,35 +92,35 @@ async def test_monitor_worked_example_with_fake_clock(clocked: tuple[Any, FakeCl
     sid = reply.service_id
 
     clock.advance(119)
-    assert [] == await monitor.sweep()
+    assert await monitor.sweep() == []
     clock.advance(1)
     acted = await monitor.sweep()
-    assert [("marked_down", 2)] == [(v.action, v.missed_beats) for _, v in acted]
+    assert [(v.action, v.missed_beats) for _, v in acted] == [("marked_down", 2)]
     await runtime.hub.advance_to(await runtime.hub.head())
-    assert "down" == runtime.catalog.index.get(sid).status
-    assert [] == runtime.catalog.discover(parse(DiscoverQuery, {}))
+    assert runtime.catalog.index.get(sid).status == "down"
+    assert runtime.catalog.discover(parse(DiscoverQuery, {})) == []
 
     await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
-    assert "ok" == runtime.catalog.index.get(sid).status
+    assert runtime.catalog.index.get(sid).status == "ok"
 
     clock.advance(180)
     acted = await monitor.sweep()
-    assert [("deregistered", 3)] == [(v.action, v.missed_beats) for _, v in acted]
+    assert [(v.action, v.missed_beats) for _, v in acted] == [("deregistered", 3)]
     with pytest.raises(NotFound):
         await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
 
     alerts = await runtime.catalog.alerts(limit=10)
-    assert ["service_deregistered", "service_recovered", "service_down"] == [a.alert_type for a in alerts]
-    assert ["deregistered", "restored", "marked_down"] == [a.action for a in alerts]
+    assert [a.alert_type for a in alerts] == ["service_deregistered", "service_recovered", "service_down"]
+    assert [a.action for a in alerts] == ["deregistered", "restored", "marked_down"]
     stats = await runtime.catalog.stats()
     assert (0, clock.now()) == (stats.total_services, stats.last_check)
 
     sink = AlertFileSink(runtime.hub, tmp_path / "events")
-    assert 3 == await sink.drain()
-    assert 0 == await sink.drain()
+    assert await sink.drain() == 3
+    assert await sink.drain() == 0
     day = clock.now().strftime("%Y%m%d")
     lines = [json.loads(x) for x in (tmp_path / "events" / f"heartbeat_alerts_{day}.jsonl").read_text().splitlines()]
-    assert ["service_down", "service_recovered", "service_deregistered"] == [x["alert_type"] for x in lines]
+    assert [x["alert_type"] for x in lines] == ["service_down", "service_recovered", "service_deregistered"]
     assert {"alert_type", "service_id", "service_name", "missed_beats", "last_seen", "action", "ts"} <= set(lines[0])
 
 
@@ -131,18 +131,18 @@ async def test_monitor_leaves_a_service_that_beat_meanwhile(clocked: tuple[Any, 
     sid = (await runtime.catalog.register(_reg(heartbeat_interval_s=60, ttl_s=90))).service_id
     clock.advance(125)
     await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
-    assert [] == await monitor.sweep()  # the sweep flushes first, so it sees the beat
+    assert await monitor.sweep() == []  # the sweep flushes first, so it sees the beat
 
 
 async def test_concurrent_registrations_never_fail(runtime: Any) -> None:
     """300 concurrent registrations all commit (no 'database is locked'), each with its event."""
     replies = await asyncio.gather(*(runtime.catalog.register(_reg(f"svc-{i}")) for i in range(300)))
-    assert 300 == len({r.service_id for r in replies})
+    assert len({r.service_id for r in replies}) == 300
     async with runtime.store.read() as conn:
         count = (await conn.execute(select(func.count()).select_from(services))).scalar_one()
         revisions = [r.revision for r in await conn.execute(select(events.c.revision).order_by(events.c.revision))]
-    assert 300 == count
-    assert revisions == sorted(set(revisions)) and 300 == len(revisions)
+    assert count == 300
+    assert revisions == sorted(set(revisions)) and len(revisions) == 300
 
 
 async def test_two_processes_share_one_store_through_the_event_log(db_url: str, tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ async def test_two_processes_share_one_store_through_the_event_log(db_url: str, 
         assert 100 == len(first.catalog.index) == len(second.catalog.index)
         await second.catalog.promote(parse(PromoteInput, {"service_id": a[0].service_id, "role": "production"}))
         await asyncio.wait_for(first.hub.advance_to(await second.hub.head()), 10)
-        assert "production" == first.catalog.index.get(a[0].service_id).role
+        assert first.catalog.index.get(a[0].service_id).role == "production"
         # A heartbeat reaching the other process right after registration is not a false 404.
         fresh = await first.catalog.register(_reg("fresh"))
         ack = await second.catalog.heartbeat(parse(HeartbeatInput, {"service_id": fresh.service_id}))
@@ -186,13 +186,13 @@ async def test_watch_replays_then_follows_without_gaps(runtime: Any) -> None:
     await runtime.catalog.promote(parse(PromoteInput, {"service_id": first.service_id, "role": "canary"}))
     await runtime.catalog.deregister(parse(DeregisterInput, {"service_id": first.service_id}))
     await asyncio.wait_for(task, 10)
-    assert [1, 2, 3, 4] == seen
+    assert seen == [1, 2, 3, 4]
     resumed: list[str] = []
     async for event in runtime.hub.watch(2, WatchFilter()):
         resumed.append(event.kind)
         if len(resumed) == 2:
             break
-    assert ["catalog.promoted", "catalog.deregistered"] == resumed
+    assert resumed == ["catalog.promoted", "catalog.deregistered"]
 
 
 async def test_restart_reloads_the_index(db_url: str, tmp_path: Path) -> None:
@@ -202,6 +202,6 @@ async def test_restart_reloads_the_index(db_url: str, tmp_path: Path) -> None:
     await close_runtime(first)
     second = await build_runtime(settings_for(db_url, tmp_path))
     try:
-        assert {"zone": "eu"} == (await second.catalog.get(sid)).labels
+        assert (await second.catalog.get(sid)).labels == {"zone": "eu"}
     finally:
         await close_runtime(second)

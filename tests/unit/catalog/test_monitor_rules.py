@@ -43,7 +43,9 @@ def test_worked_example_interval_60_ttl_90() -> None:
     ("silence", "interval", "ttl", "expected"),
     [(0.0, 60, 90, 0), (89.9, 60, 90, 0), (90.0, 60, 90, 1), (240.0, 60, 90, 4), (5.0, 1, 10, 0), (10.0, 1, 10, 10)],
 )
-def test_missed_beats_is_zero_until_ttl_then_floor_of_silence(silence: float, interval: int, ttl: int, expected: int) -> None:
+def test_missed_beats_is_zero_until_ttl_then_floor_of_silence(
+    silence: float, interval: int, ttl: int, expected: int
+) -> None:
     """Missed beats stay 0 inside the TTL, then are floor(silence / interval)."""
     assert expected == missed_beats(silence, interval, ttl)
 

@@ -40,14 +40,14 @@ def test_register_rejects_bad_fields_by_name(change: dict[str, object], field: s
 def test_register_defaults_follow_the_contract() -> None:
     """heartbeat_interval_s defaults to 60 and ttl_s to 90; caps are deduplicated."""
     data = parse(RegisterInput, {**GOOD, "caps": ["b", "a", "b"]})
-    assert (60, 90, ["a", "b"]) == (data.heartbeat_interval_s, data.ttl_s, data.caps)
+    assert (data.heartbeat_interval_s, data.ttl_s, data.caps) == (60, 90, ["a", "b"])
 
 
 def test_heartbeat_status_is_ok_or_degraded() -> None:
     """A heartbeat may only report ok or degraded; down is the monitor's word."""
     with pytest.raises(Invalid) as caught:
         parse(HeartbeatInput, {"service_id": "x", "status": "down"})
-    assert "status" == caught.value.field
+    assert caught.value.field == "status"
 
 
 def test_label_filters_must_be_key_value() -> None:
@@ -76,9 +76,9 @@ def test_discover_orders_by_load_then_p95_and_hides_down() -> None:
     index.put(_rec("d", load=0.0, status="down"))
     index.put(_rec("e"))  # no metrics yet: ranked last
     ids = [r.service_id for r in index.discover(parse(DiscoverQuery, {"cap": ["rank"]}))]
-    assert ["c", "b", "a", "e"] == ids
+    assert ids == ["c", "b", "a", "e"]
     down = index.discover(parse(DiscoverQuery, {"status": "down"}))
-    assert ["d"] == [r.service_id for r in down]
+    assert [r.service_id for r in down] == ["d"]
 
 
 def test_discover_requires_every_cap_and_label() -> None:
@@ -87,8 +87,8 @@ def test_discover_requires_every_cap_and_label() -> None:
     index.put(_rec("a", caps=["rank", "embed"], labels={"zone": "eu", "gpu": "a100"}))
     index.put(_rec("b", caps=["rank"], labels={"zone": "eu"}))
     query = parse(DiscoverQuery, {"cap": ["rank", "embed"], "label": ["zone=eu", "gpu=a100"]})
-    assert ["a"] == [r.service_id for r in index.discover(query)]
-    assert [] == index.discover(parse(DiscoverQuery, {"cap": ["rank"], "label": ["zone=us"]}))
+    assert [r.service_id for r in index.discover(query)] == ["a"]
+    assert index.discover(parse(DiscoverQuery, {"cap": ["rank"], "label": ["zone=us"]})) == []
 
 
 def test_index_secondary_maps_follow_role_changes_and_removal() -> None:
@@ -96,8 +96,8 @@ def test_index_secondary_maps_follow_role_changes_and_removal() -> None:
     index = CatalogIndex()
     index.put(_rec("a", role="staging"))
     index.set_role("a", "production")
-    assert ["a"] == [r.service_id for r in index.discover(parse(DiscoverQuery, {"role": "production"}))]
-    assert [] == index.discover(parse(DiscoverQuery, {"role": "staging"}))
+    assert [r.service_id for r in index.discover(parse(DiscoverQuery, {"role": "production"}))] == ["a"]
+    assert index.discover(parse(DiscoverQuery, {"role": "staging"})) == []
     index.remove("a")
-    assert [] == index.discover(parse(DiscoverQuery, {"name": "ranker"}))
-    assert 0 == len(index)
+    assert index.discover(parse(DiscoverQuery, {"name": "ranker"})) == []
+    assert len(index) == 0
