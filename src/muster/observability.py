@@ -1,21 +1,16 @@
-"""Metrics and structured logs.
+"""Metrics.
 
 Metrics are Prometheus counters and histograms. With ``--doors split`` each
 door is its own process, so prometheus-client runs in multiprocess mode
-(``PROMETHEUS_MULTIPROC_DIR`` is set by ``muster serve`` before the doors
-start) and ``/metrics`` aggregates every process. Logs are JSON lines from
-structlog, with the request id bound per request.
+(``PROMETHEUS_MULTIPROC_DIR`` is set by ``muster serve`` before this module is
+first imported) and ``/metrics`` aggregates every process.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from collections.abc import Callable, Iterable
-from typing import Any
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -27,7 +22,6 @@ __all__ = [
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
     "MONITOR_SWEEPS",
-    "configure_logging",
     "render_metrics",
 ]
 
@@ -73,24 +67,3 @@ def render_metrics(extra: Iterable[Collector] = ()) -> bytes:
     for collector in extra:
         scratch.register(collector)
     return generate_latest(registry) + generate_latest(scratch)
-
-
-def configure_logging(level: str = "info", *, door: str | None = None) -> None:
-    """JSON logs on stderr; ``request_id`` and ``door`` ride along when bound."""
-    numeric = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=numeric)
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-        structlog.processors.JSONRenderer(),
-    ]
-    structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-    if door is not None:
-        structlog.contextvars.bind_contextvars(door=door)

@@ -1,12 +1,14 @@
 """The composition root: build a process's runtime, serve its doors, shut down cleanly.
 
 Process model (``--doors split``, the default): ``muster serve`` migrates the
-store, then starts two door processes, one serving HTTP and one serving gRPC.
-Each builds its own runtime over the shared store and follows the shared
+store, starts the gRPC door as a child process, and serves HTTP itself. Each
+process builds its own runtime over the shared store and follows the shared
 event log, so neither door's load can starve the other (a saturated HTTP
 server on the same event loop cut gRPC throughput by ~98% in our
 measurements). One of them wins leadership and runs the heartbeat monitor and
-the alert file sink. ``--doors single`` runs both doors on one event loop.
+the alert file sink. If the gRPC door dies, the server stops with a non-zero
+status so its supervisor (systemd, Kubernetes) restarts it whole; the gRPC door
+dies with its parent. ``--doors single`` runs both doors on one event loop.
 
 Shutdown: SIGTERM or SIGINT stops accepting, drains in-flight requests for up
 to ``--shutdown-grace`` seconds, flushes buffered heartbeats, and closes the
@@ -91,8 +93,14 @@ def _set_parent_death_signal() -> None:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-async def serve_doors(settings: Settings, doors: set[str], *, ready: Callable[[str], None] | None = None) -> None:
-    """Serve ``doors`` ("http", "grpc") in this process until SIGTERM/SIGINT."""
+async def serve_doors(
+    settings: Settings,
+    doors: set[str],
+    *,
+    ready: Callable[[str], None] | None = None,
+    child: subprocess.Popen[bytes] | None = None,
+) -> int:
+    """Serve ``doors`` ("http", "grpc") in this process until SIGTERM/SIGINT; 0 on a clean stop."""
     import uvicorn
 
     from muster.catalog.monitor import HeartbeatMonitor
@@ -118,6 +126,7 @@ async def serve_doors(settings: Settings, doors: set[str], *, ready: Callable[[s
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
+    child_watch = asyncio.create_task(_watch_child(child, stop)) if child is not None else None
     grpc_door: GrpcDoor | None = None
     http_server: Any = None
     http_task: asyncio.Task[Any] | None = None
@@ -165,11 +174,17 @@ async def serve_doors(settings: Settings, doors: set[str], *, ready: Callable[[s
             drains.append(http_task)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*drains, return_exceptions=True), settings.shutdown_grace + 5)
+        child_failed = child is not None and child.poll() is not None
+        if child is not None:
+            if child_watch is not None:
+                child_watch.cancel()
+            await _stop_child(child, settings.shutdown_grace)
         await monitor.close()
         await sink.close()
         await leadership.release()
         await close_runtime(runtime)
         log.info("server.stopped")
+    return 1 if child_failed else 0
 
 
 class _QuietServer:
@@ -197,28 +212,28 @@ async def migrate(settings: Settings) -> tuple[str | None, str | None]:
         await store.close()
 
 
-def _door_env(settings: Settings, metrics_dir: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"MUSTER_{name.upper()}"] = str(value)
-    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    return env
-
-
 def serve(settings: Settings) -> int:
-    """``muster serve``: migrate, then run the doors (split into processes by default)."""
-    from muster.observability import configure_logging
-
-    configure_logging(settings.log_level)
+    """``muster serve``: migrate, then serve HTTP here and gRPC in a child process (or both here)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    child: subprocess.Popen[bytes] | None = None
+    if settings.doors == "split":
+        # Metrics of both processes are aggregated through files; the mode must
+        # be chosen before prometheus-client is first imported in this process.
+        metrics_dir = str((settings.data_dir / ".metrics").resolve())
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.makedirs(metrics_dir, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from muster.logs import configure_logging
+
+    configure_logging(settings.log_level, door="http" if settings.doors == "split" else "all")
     before, after = asyncio.run(migrate(settings))
     log.info("store.migrated", database=_redacted(settings.resolved_database_url()), before=before, after=after)
     if settings.doors == "single":
-        configure_logging(settings.log_level, door="all")
-        asyncio.run(serve_doors(settings, {"http", "grpc"}, ready=_print_ready))
-        return 0
-    return _supervise(settings)
+        return asyncio.run(serve_doors(settings, {"http", "grpc"}, ready=_print_ready))
+    # Started before this process creates any gRPC object, and as a fresh
+    # interpreter (never a fork): the gRPC door process.
+    child = subprocess.Popen([sys.executable, "-m", "muster.server", "grpc"], env=_door_env(settings))
+    return asyncio.run(serve_doors(settings, {"http"}, ready=_print_ready, child=child))
 
 
 def _print_ready(line: str) -> None:
@@ -232,50 +247,35 @@ def _redacted(url: str) -> str:
     return url
 
 
-def _supervise(settings: Settings) -> int:
-    metrics_dir = str((settings.data_dir / ".metrics").resolve())
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    os.makedirs(metrics_dir, exist_ok=True)
-    env = _door_env(settings, metrics_dir)
-    children = {
-        door: subprocess.Popen([sys.executable, "-m", "muster.server", door], env=env)
-        for door in ("grpc", "http")
-    }
-    stopping = False
+def _door_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"MUSTER_{name.upper()}"] = str(value)
+    return env
 
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    exit_code = 0
+async def _watch_child(child: subprocess.Popen[bytes], stop: asyncio.Event) -> None:
+    """A door process that dies takes the server down with it (a supervisor restarts the whole)."""
+    await asyncio.get_running_loop().run_in_executor(None, child.wait)
+    if not stop.is_set():
+        log.error("door.exited", door="grpc", code=child.returncode)
+        stop.set()
+
+
+async def _stop_child(child: subprocess.Popen[bytes], grace: float) -> int:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
     try:
-        while True:
-            for door, child in children.items():
-                code = child.poll()
-                if code is not None and not stopping:
-                    log.error("door.exited", door=door, code=code)
-                    exit_code = code or 1
-                    forward(signal.SIGTERM, None)
-            if all(child.poll() is not None for child in children.values()):
-                break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                next(iter(children.values())).wait(timeout=0.2)
-    finally:
-        for child in children.values():
-            try:
-                child.wait(timeout=settings.shutdown_grace + 10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-    return exit_code
+        return await asyncio.wait_for(loop.run_in_executor(None, child.wait), grace + 5)
+    except TimeoutError:
+        child.kill()
+        return await loop.run_in_executor(None, child.wait)
 
 
 def _door_main(door: str) -> None:
-    from muster.observability import configure_logging
+    from muster.logs import configure_logging
 
     _set_parent_death_signal()
     settings = Settings()
