@@ -28,5 +28,8 @@ def configure_logging(level: str = "info", *, door: str | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # uvicorn's own lines are plain text; its access log is replaced by our metrics.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     if door is not None:
         structlog.contextvars.bind_contextvars(door=door)
