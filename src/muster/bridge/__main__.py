@@ -8,9 +8,7 @@ from muster.bridge.cli import configure_parser, run
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m muster.bridge", description="Serve a muster bridge worker."
-    )
+    parser = argparse.ArgumentParser(prog="python -m muster.bridge", description="Serve a muster bridge worker.")
     configure_parser(parser)
     return run(parser.parse_args())
 

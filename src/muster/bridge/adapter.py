@@ -249,9 +249,7 @@ def _coerce(tool_name: str, parameter: ParameterInfo, value: Any) -> Any:
         "dict": isinstance(value, dict),
     }.get(kind, True)
     if not ok:
-        raise Invalid(
-            parameter.name, f"tool {tool_name!r} needs {kind}, got {type(value).__name__} {value!r}"
-        )
+        raise Invalid(parameter.name, f"tool {tool_name!r} needs {kind}, got {type(value).__name__} {value!r}")
     return float(value) if kind == "float" else value
 
 
@@ -260,15 +258,11 @@ def bind_arguments(info: ToolInfo, arguments: Mapping[str, Any]) -> dict[str, An
     known = {parameter.name: parameter for parameter in info.parameters}
     unknown = sorted(set(arguments) - set(known))
     if unknown and not info.accepts_extra:
-        raise Invalid(
-            unknown[0], f"tool {info.name!r} has no such parameter (has: {', '.join(known) or 'none'})"
-        )
+        raise Invalid(unknown[0], f"tool {info.name!r} has no such parameter (has: {', '.join(known) or 'none'})")
     bound: dict[str, Any] = {}
     for name, value in arguments.items():
         bound[name] = _coerce(info.name, known[name], value) if name in known else value
-    missing = [
-        parameter.name for parameter in info.parameters if parameter.required and parameter.name not in bound
-    ]
+    missing = [parameter.name for parameter in info.parameters if parameter.required and parameter.name not in bound]
     if missing:
         raise Invalid(missing[0], f"tool {info.name!r} needs this required parameter")
     return bound

@@ -42,9 +42,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="updates a watcher may fall behind before its stream is ended (default 1024)",
     )
-    parser.add_argument(
-        "--tool-threads", type=int, default=8, metavar="N", help="threads for sync tools (default 8)"
-    )
+    parser.add_argument("--tool-threads", type=int, default=8, metavar="N", help="threads for sync tools (default 8)")
     parser.add_argument(
         "--max-concurrent-rpcs",
         type=int,
@@ -61,18 +59,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="PID",
         help="exit when this process dies or closes our stdin (set by muster.bridge.Worker)",
     )
-    parser.add_argument(
-        "--registry", metavar="URL", help="register in this Muster catalog and keep heartbeating"
-    )
-    parser.add_argument(
-        "--registry-name", metavar="NAME", help="name to register under (default bridge-<pid>)"
-    )
+    parser.add_argument("--registry", metavar="URL", help="register in this Muster catalog and keep heartbeating")
+    parser.add_argument("--registry-name", metavar="NAME", help="name to register under (default bridge-<pid>)")
     parser.add_argument(
         "--heartbeat-interval", type=float, default=5.0, metavar="SECONDS", help="registry heartbeat interval"
     )
-    parser.add_argument(
-        "--registry-ttl", type=float, default=15.0, metavar="SECONDS", help="registration TTL"
-    )
+    parser.add_argument("--registry-ttl", type=float, default=15.0, metavar="SECONDS", help="registration TTL")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
 
 

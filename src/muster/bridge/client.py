@@ -157,19 +157,13 @@ class BridgeClient:
 
     async def get_variable(self, session_id: str, name: str) -> Any:
         try:
-            response = await self.stub.GetVariable(
-                pb2.GetVariableRequest(session_id=session_id, variable_id=name)
-            )
+            response = await self.stub.GetVariable(pb2.GetVariableRequest(session_id=session_id, variable_id=name))
         except grpc.aio.AioRpcError as exc:
             raise _convert(exc) from exc
         return values.decode(response.variable.value).value
 
-    async def set_variable(
-        self, session_id: str, name: str, value: Any, *, type_name: str | None = None
-    ) -> None:
-        request = pb2.SetVariableRequest(
-            session_id=session_id, variable_id=name, value=values.encode(value, type_name)
-        )
+    async def set_variable(self, session_id: str, name: str, value: Any, *, type_name: str | None = None) -> None:
+        request = pb2.SetVariableRequest(session_id=session_id, variable_id=name, value=values.encode(value, type_name))
         try:
             response = await self.stub.SetVariable(request)
         except grpc.aio.AioRpcError as exc:
@@ -179,9 +173,7 @@ class BridgeClient:
 
     async def watch(self, session_id: str, names: list[str] | None = None) -> AsyncIterator[Update]:
         """Initial values, then every update, until the session ends or the caller stops iterating."""
-        call = self.stub.WatchVariables(
-            pb2.WatchVariablesRequest(session_id=session_id, variable_ids=names or [])
-        )
+        call = self.stub.WatchVariables(pb2.WatchVariablesRequest(session_id=session_id, variable_ids=names or []))
         try:
             async for update in call:
                 yield Update(

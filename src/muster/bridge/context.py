@@ -93,9 +93,7 @@ class SessionContext:
         typed = TypedValue(infer_type(value), value)
 
         def write() -> tuple[Variable, int]:
-            variable = self._store.set_variable(
-                self.session_id, name, typed, metadata=metadata, source=Source.PYTHON
-            )
+            variable = self._store.set_variable(self.session_id, name, typed, metadata=metadata, source=Source.PYTHON)
             return variable, self._session.revision  # read on the loop: no write can slip in between
 
         variable, revision = self._on_loop(write)

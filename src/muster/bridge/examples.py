@@ -8,6 +8,7 @@ Run it::
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -93,8 +94,9 @@ class ExampleAdapter(Adapter):
 
     @tool(name="session_info")
     def describe_session(self) -> dict[str, Any]:
-        """The session's id, metadata and variable names."""
+        """The session's id, metadata and variable names, and the worker's pid."""
         return {
+            "pid": os.getpid(),
             "session_id": self.context.session_id,
             "metadata": self.context.metadata,
             "variables": sorted(self.context.variables()),

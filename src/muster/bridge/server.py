@@ -96,7 +96,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: MusterError) -> None:
     await context.abort(error.grpc_code, error.message, trailing_metadata=grpc_trailing_metadata(error))
 
 
-class BridgeServicer(pb2_grpc.SnakepitBridgeServicer):  # type: ignore[misc]  # generated, untyped
+class BridgeServicer(pb2_grpc.SnakepitBridgeServicer):  # type: ignore[misc, unused-ignore]  # generated
     """Translates ``SnakepitBridge`` calls to ``BridgeService`` calls."""
 
     def __init__(self, service: BridgeService) -> None:
@@ -222,9 +222,7 @@ class BridgeServicer(pb2_grpc.SnakepitBridgeServicer):  # type: ignore[misc]  # 
     ) -> pb2.ExecuteToolResponse:
         decoded, refused = _decode_all(request.parameters)
         if refused:
-            return pb2.ExecuteToolResponse(
-                success=False, error_message="Invalid: " + next(iter(refused.values()))
-            )
+            return pb2.ExecuteToolResponse(success=False, error_message="Invalid: " + next(iter(refused.values())))
         outcome = await self.service.execute_tool(request.session_id, request.tool_name, decoded)
         return _tool_response(outcome)
 
@@ -309,9 +307,7 @@ class BridgeServer:
         self._sweep_interval_s = sweep_interval_s or max(0.05, min(30.0, service.store.idle_ttl_s / 4))
         # Beyond max_concurrent_rpcs calls in flight, gRPC answers RESOURCE_EXHAUSTED: this bounds
         # the tool thread pool's queue too.
-        self._server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=max_concurrent_rpcs
-        )
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=max_concurrent_rpcs)
         pb2_grpc.add_SnakepitBridgeServicer_to_server(BridgeServicer(service), self._server)
         self._sweeper: asyncio.Task[None] | None = None
 

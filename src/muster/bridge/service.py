@@ -116,9 +116,7 @@ class BridgeService:
         arguments = bind_arguments(info, {name: typed.value for name, typed in parameters.items()})
         return info, getattr(adapter, info.method_name), arguments
 
-    async def execute_tool(
-        self, session_id: str, tool_name: str, parameters: Mapping[str, TypedValue]
-    ) -> ToolOutcome:
+    async def execute_tool(self, session_id: str, tool_name: str, parameters: Mapping[str, TypedValue]) -> ToolOutcome:
         """Run a tool; a streaming tool's items are gathered into a list."""
         try:
             info, method, arguments = self._prepare(session_id, tool_name, parameters)

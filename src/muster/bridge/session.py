@@ -289,9 +289,7 @@ class SessionStore:
             raise Invalid("name", "a variable needs a non-empty name")
         existing = session.find(name)
         if existing is None and len(session.variables) >= self.max_variables_per_session:
-            raise ResourceExhausted(
-                f"session {session.id!r} already holds {self.max_variables_per_session} variables"
-            )
+            raise ResourceExhausted(f"session {session.id!r} already holds {self.max_variables_per_session} variables")
         constraints = parse_constraints(name, type_name, constraints_json)
         normalised = validate_value(name, type_name, value, constraints)
         return Variable(
@@ -347,9 +345,7 @@ class SessionStore:
         for variable in variables:
             session.variables[variable.id] = variable
             session.ids_by_name[variable.name] = variable.id
-            events.append(
-                VariableEvent(variable, source.name, variable.last_updated_at, dict(metadata or {}))
-            )
+            events.append(VariableEvent(variable, source.name, variable.last_updated_at, dict(metadata or {})))
         session.revision += 1
         self._publish(session, events)
 

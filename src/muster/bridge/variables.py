@@ -98,9 +98,7 @@ def _check_constraint_shapes(name: str, type_name: str, constraints: Mapping[str
         need(constraints["min"] <= constraints["max"], "'min' must not exceed 'max'")
     for key in ("min_length", "max_length", "dimensions"):
         if key in constraints:
-            need(
-                _is_int(constraints[key]) and constraints[key] >= 0, f"{key!r} must be a non-negative integer"
-            )
+            need(_is_int(constraints[key]) and constraints[key] >= 0, f"{key!r} must be a non-negative integer")
     if "pattern" in constraints:
         need(isinstance(constraints["pattern"], str), "'pattern' must be a string")
         try:
@@ -140,9 +138,7 @@ def parse_constraints(name: str, type_name: str, constraints_json: str) -> dict[
     unknown = sorted(set(constraints) - CONSTRAINT_KEYS[type_name])
     if unknown:
         allowed = ", ".join(sorted(CONSTRAINT_KEYS[type_name])) or "none"
-        raise _fail(
-            name, f"constraint {unknown[0]!r} does not apply to type {type_name} (allowed: {allowed})"
-        )
+        raise _fail(name, f"constraint {unknown[0]!r} does not apply to type {type_name} (allowed: {allowed})")
     _check_constraint_shapes(name, type_name, constraints)
     return constraints
 
@@ -246,9 +242,7 @@ def _validate_tensor(name: str, value: Any, constraints: Mapping[str, Any]) -> d
         raise _fail(name, f"tensor data does not match shape {shape} ({size} numbers, flat or nested)")
     if "shape" in constraints:
         wanted = constraints["shape"]
-        fits = len(wanted) == len(shape) and all(
-            w in (None, -1, d) for w, d in zip(wanted, shape, strict=True)
-        )
+        fits = len(wanted) == len(shape) and all(w in (None, -1, d) for w, d in zip(wanted, shape, strict=True))
         if not fits:
             raise _fail(name, f"shape is {wanted}, got {shape}")
     return {"shape": list(shape), "data": data}

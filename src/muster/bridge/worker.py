@@ -131,9 +131,7 @@ class Worker:
         except BaseException as exc:
             await self._terminate()
             if isinstance(exc, TimeoutError):
-                raise Unavailable(
-                    f"worker {self.adapter} sent no GRPC_READY within {self.ready_timeout_s}s"
-                ) from exc
+                raise Unavailable(f"worker {self.adapter} sent no GRPC_READY within {self.ready_timeout_s}s") from exc
             raise
 
     async def _read_ready(self) -> int:
@@ -143,9 +141,7 @@ class Worker:
             line = (await stdout.readline()).decode(errors="replace").strip()
             if not line:
                 code = await self._require_process().wait()
-                raise Unavailable(
-                    f"worker {self.adapter} exited with {code} before GRPC_READY (see its stderr)"
-                )
+                raise Unavailable(f"worker {self.adapter} exited with {code} before GRPC_READY (see its stderr)")
             if line.startswith(READY_PREFIX):
                 return int(line[len(READY_PREFIX) :])
             logger.info("worker: %s", line)
@@ -182,9 +178,7 @@ class Worker:
             try:
                 await asyncio.wait_for(process.wait(), self.stop_grace_s)
             except TimeoutError:
-                logger.warning(
-                    "worker %d ignored SIGTERM for %ss: killing it", process.pid, self.stop_grace_s
-                )
+                logger.warning("worker %d ignored SIGTERM for %ss: killing it", process.pid, self.stop_grace_s)
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
@@ -294,9 +288,7 @@ class WorkerPool:
             if self._closing:
                 return
             slot.ready.clear()
-            logger.warning(
-                "pool worker %d (slot %d) exited with %s: replacing it", slot.worker.pid, slot.index, code
-            )
+            logger.warning("pool worker %d (slot %d) exited with %s: replacing it", slot.worker.pid, slot.index, code)
             await slot.worker.stop()
             delay = 0.1
             while not self._closing:
@@ -305,9 +297,7 @@ class WorkerPool:
                     self.restarts += 1
                     break
                 except (Unavailable, OSError) as exc:
-                    logger.error(
-                        "cannot restart pool slot %d: %s (retrying in %.1fs)", slot.index, exc, delay
-                    )
+                    logger.error("cannot restart pool slot %d: %s (retrying in %.1fs)", slot.index, exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
 

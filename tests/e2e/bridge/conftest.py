@@ -8,7 +8,6 @@ own event loop.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -97,18 +96,3 @@ async def session_id(client: BridgeClient) -> AsyncIterator[str]:
     await client.initialize_session(session)
     yield session
     await client.cleanup_session(session)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:  # pragma: no cover - non-Linux fallback
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True

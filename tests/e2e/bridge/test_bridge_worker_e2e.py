@@ -18,9 +18,22 @@ from muster.bridge.client import BridgeClient
 from muster.bridge.examples import ExampleAdapter
 from muster.errors import Unavailable
 
-from .conftest import pid_alive  # noqa: TID252 - the fixtures module of this directory
-
 SUPERVISOR = Path(__file__).with_name("supervisor_script.py")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # pragma: no cover - non-Linux fallback
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 async def wait_until_gone(pid: int) -> bool:
