@@ -126,6 +126,12 @@ def _unary_worker(target: str, seconds: float, concurrency: int, queue: Any) -> 
     queue.put(asyncio.run(run()))
 
 
+def _openloop_worker(path: str, port: int, seconds: float, queue: Any) -> None:
+    from bench._openloop import run
+
+    queue.put(run(path, "127.0.0.1", port, clients=50, rate_per_client=10, seconds=seconds))
+
+
 def _in_processes(target: Any, jobs: list[tuple[Any, ...]]) -> list[Any]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -192,8 +198,16 @@ def main() -> None:
         discover_url = f"{server.http_url}/discover?type=model&cap=infer&limit=10"
         assert httpx.get(discover_url).json()["services"], "discover returned nothing"
         closed = wrk(discover_url, connections=50, seconds=options.seconds, threads=2)
-        results["discover_50_clients"] = {**closed, "target_p99_ms": TARGETS["discover_p99_ms"],
-                                          "ratio_to_target": round(TARGETS["discover_p99_ms"] / closed["p99_ms"], 2)}
+        progress("discover with two filters: 50 open-loop clients at 10 requests/s each")
+        port = int(server.http_url.rsplit(":", 1)[1])
+        path = "/discover?type=model&cap=infer&limit=10"
+        opened = _in_processes(_openloop_worker, [(path, port, options.seconds)])[0]
+        results["discover_50_clients"] = {
+            "open_loop_50_clients_x_10_per_s": opened,
+            "closed_loop_50_connections_saturated": closed,
+            "target_p99_ms": TARGETS["discover_p99_ms"],
+            "ratio_to_target_open_loop": round(TARGETS["discover_p99_ms"] / max(opened["p99_ms"], 0.01), 2),
+        }
 
         progress("mixed load: gRPC Discover and HTTP discover, alone then together")
         solo_grpc = _in_processes(_unary_worker, [(server.grpc_target, options.seconds, 32)])[0] / options.seconds
