@@ -233,7 +233,19 @@ def serve(settings: Settings) -> int:
     # Started before this process creates any gRPC object, and as a fresh
     # interpreter (never a fork): the gRPC door process.
     child = subprocess.Popen([sys.executable, "-m", "muster.server", "grpc"], env=_door_env(settings))
-    return asyncio.run(serve_doors(settings, {"http"}, ready=_print_ready, child=child))
+    # The HTTP-only process runs on uvloop (uvicorn's fast loop); gRPC processes keep
+    # asyncio's own loop, which is the one grpc.aio supports.
+    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+        return runner.run(serve_doors(settings, {"http"}, ready=_print_ready, child=child))
+
+
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard] on Linux and macOS
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _print_ready(line: str) -> None:

@@ -8,8 +8,8 @@ middleware bounds request bodies, assigns a request id, and records metrics.
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -43,6 +43,7 @@ class EdgeMiddleware:
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,7 +56,7 @@ class EdgeMiddleware:
             elif key == b"content-length" and int(value or 0) > self.max_body_bytes:
                 await self._reject(send)
                 return
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or secrets.token_hex(16)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
@@ -84,10 +85,15 @@ class EdgeMiddleware:
             await self._reject(send)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            HTTP_REQUESTS.labels(route=path, method=method, status=str(status)).inc()
-            HTTP_LATENCY.labels(route=path, method=method).observe(time.perf_counter() - started)
+            key = (getattr(route, "path", "unmatched"), scope["method"], status)
+            children = self._metrics.get(key)
+            if children is None:  # labels() takes a lock and builds tuples: resolve once per key
+                children = self._metrics[key] = (
+                    HTTP_REQUESTS.labels(route=key[0], method=key[1], status=str(status)),
+                    HTTP_LATENCY.labels(route=key[0], method=key[1]),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
             structlog.contextvars.unbind_contextvars("request_id")
 
     async def _reject(self, send: Send) -> None:
