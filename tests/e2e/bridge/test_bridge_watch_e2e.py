@@ -52,7 +52,9 @@ async def test_watch_carries_update_metadata_and_timestamp(client: BridgeClient,
 
 async def test_watch_all_sees_new_variables_and_deletions(client: BridgeClient, session_id: str) -> None:
     """Watching with no ids follows every variable, including ones created later and deletions."""
+    await client.set_variable(session_id, "existing", 0)
     stream = client.watch(session_id)
+    assert (await anext(stream)).source == "INITIAL"  # the watch is registered from here on
     await client.set_variable(session_id, "fresh", 1)
     created = await anext(stream)
     await client.stub.DeleteVariable(pb2.DeleteVariableRequest(session_id=session_id, variable_id="fresh"))
@@ -101,7 +103,9 @@ async def test_slow_watcher_is_ended_with_resource_exhausted(small_queue_target:
     session = f"test-{uuid.uuid4().hex[:10]}"
     try:
         await client.initialize_session(session)
+        await client.set_variable(session, "v0", -1)
         call = client.stub.WatchVariables(pb2.WatchVariablesRequest(session_id=session))
+        await call.read()  # the initial value: the watcher is registered from here on
         # One batch publishes 10 updates at once, more than the watcher's queue of 4 can hold.
         batch = {f"v{index}": values.encode(index) for index in range(10)}
         response = await client.stub.SetVariables(pb2.BatchSetVariablesRequest(session_id=session, updates=batch))
