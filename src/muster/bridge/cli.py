@@ -62,9 +62,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", metavar="URL", help="register in this Muster catalog and keep heartbeating")
     parser.add_argument("--registry-name", metavar="NAME", help="name to register under (default bridge-<pid>)")
     parser.add_argument(
-        "--heartbeat-interval", type=float, default=5.0, metavar="SECONDS", help="registry heartbeat interval"
+        "--heartbeat-interval", type=int, default=5, metavar="SECONDS", help="registry heartbeat interval (default 5)"
     )
-    parser.add_argument("--registry-ttl", type=float, default=15.0, metavar="SECONDS", help="registration TTL")
+    parser.add_argument("--registry-ttl", type=int, default=15, metavar="SECONDS", help="registration TTL (default 15)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
 
 

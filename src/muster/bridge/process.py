@@ -45,8 +45,8 @@ class WorkerOptions:
     supervised_by: int | None = None  # the supervisor's pid: exit when it dies
     registry: str | None = None
     registry_name: str | None = None
-    heartbeat_interval_s: float = 5.0
-    registry_ttl_s: float = 15.0
+    heartbeat_interval_s: int = 5
+    registry_ttl_s: int = 15
     tags: dict[str, str] = field(default_factory=dict)
 
 
