@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
 from typing import Any
 
@@ -15,16 +14,14 @@ async def test_worker_registers_heartbeats_and_deregisters(server_factory: Any) 
     """A worker started with --registry appears as type tool with its tools as caps, beats, and leaves on SIGTERM."""
     server = server_factory()
     registry = f"grpc://{server.grpc_target}"
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "muster.bridge", "--port", "0",
-            "--registry", registry, "--registry-name", "bridge-e2e", "--heartbeat-interval", "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "muster.bridge", "--port", "0",
+        "--registry", registry, "--registry-name", "bridge-e2e", "--heartbeat-interval", "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert process.stdout is not None
-    port = process.stdout.readline().decode().strip().removeprefix("GRPC_READY:")
+    port = (await process.stdout.readline()).decode().strip().removeprefix("GRPC_READY:")
     client = await MusterClient.connect(registry)
     try:
         [record] = await client.discover(name="bridge-e2e")
@@ -37,11 +34,10 @@ async def test_worker_registers_heartbeats_and_deregisters(server_factory: Any) 
             await asyncio.sleep(0.05)
         assert beaten.last_heartbeat_ts is not None and beaten.last_heartbeat_ts > record.registered_at
         process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 30) == 0
+        assert await process.wait() == 0
         assert await client.discover(name="bridge-e2e") == []
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-            process.wait()
-        process.stdout.close()
+            await process.wait()
         await client.aclose()
