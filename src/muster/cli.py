@@ -31,6 +31,7 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
     "doors": {"choices": ["split", "single"], "help": "HTTP and gRPC in two processes (default) or one"},
     "shutdown_grace": {"type": float, "help": "seconds to drain in-flight requests on SIGTERM (default 10)"},
     "log_level": {"choices": ["debug", "info", "warning", "error"]},
+    "max_body_bytes": {"type": int, "help": "largest request body accepted, in bytes (default 1048576)"},
 }
 
 

@@ -129,6 +129,9 @@ class Store:
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
+            if writer:
+                # Bulk writes touch many index pages; SQLite's default cache is only 2 MiB.
+                cursor.execute("PRAGMA cache_size=-65536")
             cursor.close()
 
         begin_sql = "BEGIN IMMEDIATE" if writer else "BEGIN"
