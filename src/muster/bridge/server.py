@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -31,6 +32,8 @@ from muster.errors import Invalid, MusterError, Unavailable, grpc_trailing_metad
 __all__ = ["BridgeServer", "BridgeServicer", "tool_spec_to_proto", "variable_to_proto"]
 
 logger = logging.getLogger(__name__)
+
+_RECENT_UPDATES = 256  # messages kept for fan-out: one update, many watchers
 
 
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -101,6 +104,7 @@ class BridgeServicer(pb2_grpc.SnakepitBridgeServicer):  # type: ignore[misc, unu
 
     def __init__(self, service: BridgeService) -> None:
         self.service = service
+        self._recent_updates: OrderedDict[int, tuple[VariableEvent, pb2.VariableUpdate]] = OrderedDict()
 
     async def Ping(self, request: pb2.PingRequest, context: grpc.aio.ServicerContext) -> pb2.PingResponse:
         message, now = self.service.ping(request.message)
@@ -250,9 +254,21 @@ class BridgeServicer(pb2_grpc.SnakepitBridgeServicer):  # type: ignore[misc, unu
     ) -> AsyncIterator[pb2.VariableUpdate]:
         try:
             async for event in self.service.watch(request.session_id, list(request.variable_ids)):
-                yield _update_to_proto(event)
+                yield self._update_message(event)
         except MusterError as exc:
             await _abort(context, exc)
+
+    def _update_message(self, event: VariableEvent) -> pb2.VariableUpdate:
+        """The message for an event, built once however many watchers receive it."""
+        key = id(event)
+        cached = self._recent_updates.get(key)
+        if cached is not None and cached[0] is event:
+            return cached[1]
+        message = _update_to_proto(event)
+        self._recent_updates[key] = (event, message)  # holding the event keeps its id from being reused
+        if len(self._recent_updates) > _RECENT_UPDATES:
+            self._recent_updates.popitem(last=False)
+        return message
 
 
 def _tool_response(outcome: ToolOutcome) -> pb2.ExecuteToolResponse:

@@ -1,0 +1,424 @@
+"""Bridge benchmark: one worker process, prepared gRPC frames from h2load, JSON on stdout.
+
+    python bench/bridge_bench.py [--duration 5] [--concurrency 16] [--no-profile]
+
+Measures, against one ``python -m muster.bridge`` worker (example adapter):
+
+* ``Ping`` latency at low load (one call in flight), p50/p90/p99;
+* ``ExecuteTool`` throughput of the ``echo`` (sync, run in a thread) and
+  ``echo_async`` tools with 16 calls in flight, as a ratio to a bare grpc.aio
+  unary server answering the same ``ExecuteTool`` request with the same
+  generator in the same run (the bare server copies the parameter into the
+  result: protobuf parsing and gRPC, nothing else);
+* how long a variable update takes to reach 100 watchers (2 watcher
+  processes x 50 streams), p50/p99, from the setter's send to each receipt,
+  and the same fan-out from the bare server (a queue per watcher, nothing
+  else) as the floor;
+* where the worker's extra time per call goes (py-spy on the worker, if
+  installed), grouped by module.
+
+The load generator is h2load (Debian's nghttp2-client), sending a prepared
+gRPC frame; it runs in its own process, on its own core. Progress goes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ADAPTER = "muster.bridge.examples.ExampleAdapter"
+SERVICE = "snakepit.bridge.SnakepitBridge"
+SESSION = "bench"
+WATCHER_PROCESSES = 2
+
+
+def progress(message: str) -> None:
+    print(f"[bridge-bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- child processes -----------------------------------------------------------------------------
+
+
+def start_and_wait_ready(args: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    line = process.stdout.readline().decode().strip()
+    if not line.startswith("GRPC_READY:"):
+        process.kill()
+        raise SystemExit(f"{args} did not start: {line!r}")
+    return process, int(line.removeprefix("GRPC_READY:"))
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def bare_server() -> None:
+    """A bare grpc.aio server: ExecuteTool answers with the 'value' parameter, nothing else."""
+    import grpc
+
+    from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
+
+    async def execute(request: Any, context: Any) -> Any:
+        return pb2.ExecuteToolResponse(success=True, result=request.parameters["value"])
+
+    async def ping(request: Any, context: Any) -> Any:
+        return pb2.PingResponse(message=request.message)
+
+    watchers: set[asyncio.Queue[Any]] = set()
+
+    async def set_variable(request: Any, context: Any) -> Any:
+        update = pb2.VariableUpdate(variable_id="tick", variable=pb2.Variable(name="tick", value=request.value))
+        for queue in watchers:
+            queue.put_nowait(update)
+        return pb2.SetVariableResponse(success=True)
+
+    async def watch(request: Any, context: Any) -> Any:
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
+        watchers.add(queue)
+        try:
+            yield pb2.VariableUpdate(variable_id="tick")
+            while True:
+                yield await queue.get()
+        finally:
+            watchers.discard(queue)
+
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "ExecuteTool": grpc.unary_unary_rpc_method_handler(
+                execute,
+                request_deserializer=pb2.ExecuteToolRequest.FromString,
+                response_serializer=pb2.ExecuteToolResponse.SerializeToString,
+            ),
+            "SetVariable": grpc.unary_unary_rpc_method_handler(
+                set_variable,
+                request_deserializer=pb2.SetVariableRequest.FromString,
+                response_serializer=pb2.SetVariableResponse.SerializeToString,
+            ),
+            "WatchVariables": grpc.unary_stream_rpc_method_handler(
+                watch,
+                request_deserializer=pb2.WatchVariablesRequest.FromString,
+                response_serializer=pb2.VariableUpdate.SerializeToString,
+            ),
+            "Ping": grpc.unary_unary_rpc_method_handler(
+                ping,
+                request_deserializer=pb2.PingRequest.FromString,
+                response_serializer=pb2.PingResponse.SerializeToString,
+            ),
+        },
+    )
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"GRPC_READY:{port}", flush=True)
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    await stopped.wait()
+    await server.stop(0)
+
+
+async def watcher_process(target: str, streams: int, updates: int) -> None:
+    """Open ``streams`` watches of variable 'tick'; report receive latencies (ns) as JSON."""
+    import grpc
+
+    from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
+    from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
+
+    latencies: list[int] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb2_grpc.SnakepitBridgeStub(channel)
+        calls = [
+            stub.WatchVariables(pb2.WatchVariablesRequest(session_id=SESSION, variable_ids=["tick"]))
+            for _ in range(streams)
+        ]
+        for call in calls:
+            await call.read()  # the initial value: registered from here on
+        print("WATCHING", flush=True)
+
+        async def follow(call: Any) -> None:
+            for _ in range(updates):
+                update = await call.read()
+                received = time.time_ns()
+                latencies.append(received - int(update.variable.value.value))
+
+        await asyncio.gather(*(follow(call) for call in calls))
+        for call in calls:
+            call.cancel()
+    print(json.dumps(latencies), flush=True)
+
+
+# --- measurements --------------------------------------------------------------------------------
+
+
+def grpc_frame(message: Any) -> bytes:
+    payload = message.SerializeToString()
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def h2load(port: int, method: str, frame_path: Path, *, duration: float, connections: int, streams: int,
+           requests: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run h2load against one unary method; throughput and per-request latencies."""
+    with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as log:
+        log_path = Path(log.name)
+    command = [
+        "h2load", f"-c{connections}", f"-m{streams}", "-t1", f"--log-file={log_path}",
+        "-d", str(frame_path), "-H", "content-type: application/grpc", "-H", "te: trailers",
+    ]  # fmt: skip
+    command += [f"-n{requests}"] if requests else [f"-D{max(1, round(duration))}", "--warm-up-time=1"]
+    command.append(f"http://127.0.0.1:{port}/{SERVICE}/{method}")
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", output).group(1))  # type: ignore[union-attr]
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", output)
+    assert done is not None, output
+    micros = sorted(int(line.split("\t")[2]) for line in log_path.read_text().splitlines() if line.count("\t") >= 2)
+    log_path.unlink()
+    return {
+        "rps": rate,
+        "done": int(done.group(1)),
+        "failed": int(done.group(3)),
+        "p50_ms": micros[len(micros) // 2] / 1000,
+        "p90_ms": micros[int(len(micros) * 0.9)] / 1000,
+        "p99_ms": micros[int(len(micros) * 0.99)] / 1000,
+    }
+
+
+def check_answers(port: int, frame_request: Any, bare: bool) -> None:
+    """One real call with the Python stub: the frame h2load sends gets a successful answer."""
+    import grpc
+
+    from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
+    from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb2_grpc.SnakepitBridgeStub(channel)
+        if not bare:
+            stub.InitializeSession(pb2.InitializeSessionRequest(session_id=SESSION))
+        response = stub.ExecuteTool(frame_request)
+        assert response.success and response.result.value == b'"hello"', response
+
+
+def watch_latency(port: int, total_watchers: int, updates: int) -> dict[str, Any]:
+    import grpc
+
+    from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
+    from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
+
+    target = f"127.0.0.1:{port}"
+    per_process = total_watchers // WATCHER_PROCESSES
+    with grpc.insecure_channel(target) as channel:
+        stub = pb2_grpc.SnakepitBridgeStub(channel)
+        with contextlib.suppress(grpc.RpcError):  # the bare server has no sessions
+            stub.InitializeSession(pb2.InitializeSessionRequest(session_id=SESSION))
+        stub.SetVariable(pb2.SetVariableRequest(session_id=SESSION, variable_id="tick", value=_tick(0)))
+    watchers = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--watcher", target, str(per_process), str(updates)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(WATCHER_PROCESSES)
+    ]
+    for watcher in watchers:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().strip() == b"WATCHING"
+    with grpc.insecure_channel(target) as channel:
+        stub = pb2_grpc.SnakepitBridgeStub(channel)
+        for _ in range(updates):
+            stub.SetVariable(
+                pb2.SetVariableRequest(session_id=SESSION, variable_id="tick", value=_tick(time.time_ns()))
+            )
+            time.sleep(0.02)  # one update at a time: latency, not a backlog
+    latencies: list[int] = []
+    for watcher in watchers:
+        out, _ = watcher.communicate(timeout=60)
+        latencies += json.loads(out.decode().strip().splitlines()[-1])
+    latencies.sort()
+    return {
+        "watchers": per_process * WATCHER_PROCESSES,
+        "updates": updates,
+        "deliveries": len(latencies),
+        "p50_ms": latencies[len(latencies) // 2] / 1e6,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] / 1e6,
+        "max_ms": latencies[-1] / 1e6,
+    }
+
+
+def _tick(nanos: int) -> Any:
+    from google.protobuf import any_pb2
+
+    return any_pb2.Any(type_url="type.googleapis.com/snakepit.integer", value=str(nanos).encode())
+
+
+OUR_MODULES = {
+    "muster/bridge/values.py": "values: Any encode/decode (orjson)",
+    "muster/bridge/adapter.py": "argument binding and type checks",
+    "muster/bridge/service.py": "service layer (session lookup, tool dispatch, outcome)",
+    "muster/bridge/session.py": "service layer (session lookup, tool dispatch, outcome)",
+    "muster/bridge/context.py": "service layer (session lookup, tool dispatch, outcome)",
+    "muster/bridge/server.py": "servicer: request/response protos",
+}
+HAND_OFF = ("run_in_executor", "concurrent/futures", "threading.py")
+
+
+def _classify(stack: str) -> str:
+    frames = stack.split(";")
+    if not frames[0].startswith("_run_module_as_main"):
+        if any("concurrent/futures/thread.py" in frame for frame in frames):
+            return "tool thread: the echo call and its future"
+        return "grpc poller thread"
+    for frame in reversed(frames):  # the innermost frame of ours (or the hand-off) names the cost
+        if any(marker in frame for marker in HAND_OFF):
+            return "event loop: hand-off to the tool thread (run_in_executor, futures)"
+        for module, label in OUR_MODULES.items():
+            if module in frame:
+                return "event loop: " + label
+    return "event loop: grpc.aio + asyncio (what the bare server also pays)"
+
+
+def profile_worker(pid: int, seconds: float) -> dict[str, Any] | None:
+    """py-spy samples (active threads only) of the worker under load, grouped by where the time goes."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as raw:
+        raw_path = Path(raw.name)
+    subprocess.run(
+        [py_spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "500", "-f", "raw", "-o", str(raw_path),
+         "--nonblocking"],
+        capture_output=True,
+        check=False,
+    )  # fmt: skip
+    groups: Counter[str] = Counter()
+    for line in raw_path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if count_text.isdigit():
+            groups[_classify(stack)] += int(count_text)
+    raw_path.unlink()
+    total = sum(groups.values()) or 1
+    return {
+        "active_samples": total,
+        "share_pct": {label: round(100 * count / total, 1) for label, count in groups.most_common()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run (default 5)")
+    parser.add_argument("--concurrency", type=int, default=16, help="calls in flight (default 16)")
+    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--updates", type=int, default=100)
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--watcher", nargs=3, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.bare_server:
+        asyncio.run(bare_server())
+        return 0
+    if options.watcher:
+        target, streams, updates = options.watcher
+        asyncio.run(watcher_process(target, int(streams), int(updates)))
+        return 0
+    if shutil.which("h2load") is None:
+        raise SystemExit("h2load not found: apt-get install -y nghttp2-client")
+
+    from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
+    from muster.bridge import values
+
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "generator": "h2load (nghttp2-client), 1 thread, prepared gRPC frames",
+        "concurrency": options.concurrency,
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+    frames = {}
+    for tool in ("echo", "echo_async"):
+        request = pb2.ExecuteToolRequest(
+            session_id=SESSION, tool_name=tool, parameters={"value": values.encode("hello")}
+        )
+        frames[tool] = (request, workdir / f"{tool}.bin")
+        frames[tool][1].write_bytes(grpc_frame(request))
+    ping_path = workdir / "ping.bin"
+    ping_path.write_bytes(grpc_frame(pb2.PingRequest(message="hi")))
+
+    progress("starting the worker and the bare server")
+    worker, worker_port = start_and_wait_ready(
+        [sys.executable, "-m", "muster.bridge", "--port", "0", "--adapter", ADAPTER]
+    )
+    bare, bare_port = start_and_wait_ready([sys.executable, __file__, "--bare-server"])
+    try:
+        check_answers(bare_port, frames["echo"][0], bare=True)
+        for tool in frames:
+            check_answers(worker_port, frames[tool][0], bare=False)
+
+        progress("Ping at low load (1 call in flight)")
+        results["ping_low_load"] = h2load(
+            worker_port, "Ping", ping_path, duration=0, connections=1, streams=1, requests=3000
+        )
+        results["ping_low_load"]["target_p50_ms"] = 0.3
+        results["ping_low_load_bare"] = h2load(bare_port, "Ping", ping_path, duration=0, connections=1, streams=1,
+                                               requests=3000)  # fmt: skip
+
+        streams = options.concurrency
+        progress(f"bare grpc.aio ExecuteTool echo, {streams} in flight, {options.duration}s")
+        results["bare_echo"] = h2load(bare_port, "ExecuteTool", frames["echo"][1], duration=options.duration,
+                                      connections=1, streams=streams)  # fmt: skip
+        for tool in ("echo", "echo_async"):
+            progress(f"worker ExecuteTool {tool}, {streams} in flight, {options.duration}s")
+            measured = h2load(worker_port, "ExecuteTool", frames[tool][1], duration=options.duration,
+                              connections=1, streams=streams)  # fmt: skip
+            measured["ratio_to_bare"] = round(measured["rps"] / results["bare_echo"]["rps"], 3)
+            measured["extra_us_per_call"] = round(1e6 / measured["rps"] - 1e6 / results["bare_echo"]["rps"], 1)
+            results[f"execute_tool_{tool}"] = measured
+        results["execute_tool_target_ratio"] = 0.6
+
+        progress(f"variable update to {options.watchers} watchers, {options.updates} updates")
+        results["watch_fanout"] = watch_latency(worker_port, options.watchers, options.updates)
+        results["watch_fanout"]["target_p99_ms"] = 5.0
+        progress("the same fan-out from the bare grpc.aio server (the floor)")
+        results["watch_fanout_bare"] = watch_latency(bare_port, options.watchers, options.updates)
+
+        if not options.no_profile:
+            for tool in ("echo", "echo_async"):
+                progress(f"profiling the worker under ExecuteTool {tool} load (py-spy)")
+                load = subprocess.Popen(
+                    ["h2load", "-c1", f"-m{streams}", "-t1", "-D6", "-d", str(frames[tool][1]),
+                     "-H", "content-type: application/grpc", "-H", "te: trailers",
+                     f"http://127.0.0.1:{worker_port}/{SERVICE}/ExecuteTool"],
+                    stdout=subprocess.DEVNULL,
+                )  # fmt: skip
+                time.sleep(0.5)
+                results[f"profile_{tool}"] = profile_worker(worker.pid, 4) or "py-spy not installed"
+                load.wait()
+    finally:
+        stop(worker)
+        stop(bare)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
