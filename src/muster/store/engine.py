@@ -284,6 +284,7 @@ class Store:
         async with self.write_engine.connect() as conn:
             await conn.begin()
             raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None  # aiosqlite's connection: total_changes tells whether an op wrote
             head = int((await conn.execute(text("SELECT coalesce(max(revision), 0) FROM events"))).scalar_one())
             for op, future in batch:
                 tx = Tx(conn=conn, now=self.clock.now(), dialect=self.dialect)
