@@ -49,11 +49,16 @@ def _record(row: Row[Any]) -> ServiceRecord:
     )
 
 
+# Built once: a statement with bound parameters compiles once and is reused from the cache.
+_INSERT_SERVICE = insert(services)
+_INSERT_ALERT = insert(alerts).returning(alerts.c.alert_id)
+
+
 async def insert_service(conn: AsyncConnection, record: ServiceRecord) -> None:
     values = record.to_dict()
     values["registered_at"] = record.registered_at
     values["last_heartbeat_ts"] = record.last_heartbeat_ts
-    await conn.execute(insert(services).values(**values))
+    await conn.execute(_INSERT_SERVICE, values)
 
 
 async def delete_service(conn: AsyncConnection, service_id: str) -> ServiceRecord | None:
@@ -155,7 +160,7 @@ async def insert_alert(
         "ts": ts,
         "details": details,
     }
-    result = await conn.execute(insert(alerts).values(**values).returning(alerts.c.alert_id))
+    result = await conn.execute(_INSERT_ALERT, values)
     return AlertRecord(alert_id=int(result.scalar_one()), **values)  # type: ignore[arg-type]
 
 
