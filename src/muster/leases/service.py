@@ -47,8 +47,15 @@ log = structlog.get_logger("muster.leases")
 # A plan lists at most this many leases (re-reservations included).
 MAX_PLAN_LEASES = 5_000
 _SWEEP_BATCH = 500
+# Reserves coalesced into one transaction at most (bounded by SQLite's bind-parameter limit too).
+_MAX_BATCH = 256
 
 Key = tuple[str, str, str]
+Request = tuple[PlanSymbol, str | None, int]  # symbol, plan_id, ttl_sec
+
+
+def _key(row: dict[str, Any]) -> Key:
+    return (row["repo"], row["branch"], row["fq_name"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,8 @@ class LeasesService:
         self.sweep_interval = sweep_interval
         self._latest: dict[Key, Lease] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._pending: list[tuple[ReserveInput, asyncio.Future[Lease]]] = []
+        self._batcher: asyncio.Task[None] | None = None
         hub.add_applier(self._apply)
 
     # -- life cycle -------------------------------------------------------------------
@@ -96,6 +105,9 @@ class LeasesService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self._batcher is not None:
+            with contextlib.suppress(Exception):
+                await self._batcher
 
     def _apply(self, event: Event) -> None:
         if event.kind.startswith("leases."):
@@ -109,53 +121,91 @@ class LeasesService:
     # -- reserving ----------------------------------------------------------------------
 
     async def reserve(self, data: ReserveInput) -> Lease:
-        """Hold the symbol for ``data.ttl_sec`` seconds; ``Conflict`` if a live lease holds it."""
+        """Hold the symbol for ``data.ttl_sec`` seconds; ``Conflict`` if a live lease holds it.
 
-        async def op(tx: Tx) -> Lease:
-            await q.lock_symbol(tx, data.key)
-            values = self._values(data, data.plan_id, data.ttl_sec, tx)
-            lease_id = await q.insert_reservation(tx, values)
-            if lease_id is None and await self._expire_symbol(tx, data.key):
-                lease_id = await q.insert_reservation(tx, values)
-            if lease_id is None:
-                raise Conflict(_held(data.key, await q.live_for_symbol(tx.conn, data.key)), field="fq_name")
-            lease = Lease(lease_id=lease_id, **values)
-            tx.emit("leases.reserved", lease.subject, {"lease": lease.to_dict()})
-            return lease
-
+        Concurrent calls are coalesced: every reserve waiting when the previous
+        batch commits goes into the next transaction (one multi-row insert,
+        one commit). Each caller still gets its own outcome, and only after
+        the commit.
+        """
+        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        self._pending.append((data, future))
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._drain(), name="muster-leases-reserve-batch")
         try:
-            lease = await self.store.write(op)
+            lease = await future
         except Conflict:
             RESERVES.labels(status="conflict").inc()
             raise
         RESERVES.labels(status="reserved").inc()
         return lease
 
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            requests: list[Request] = [(data, data.plan_id, data.ttl_sec) for data, _ in batch]
+
+            async def op(tx: Tx, requests: list[Request] = requests) -> list[Lease | Conflict]:
+                return await self._reserve_many(tx, requests)
+
+            try:
+                outcomes = await self.store.write(op)
+            except Exception as exc:  # the whole transaction failed (store unavailable): tell everyone
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():  # the caller went away; the outcome stands
+                    continue
+                if isinstance(outcome, Conflict):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    async def _reserve_many(self, tx: Tx, requests: list[Request]) -> list[Lease | Conflict]:
+        """Reserve each requested symbol that is free (by ``tx.now``); a ``Conflict`` for each that is not."""
+        keys = [symbol.key for symbol, _, _ in requests]
+        await q.lock_symbols(tx, keys)
+        rows = [self._values(symbol, plan_id, ttl, tx) for symbol, plan_id, ttl in requests]
+        granted = await q.insert_reservations(tx, rows)
+        missed = [key for key in dict.fromkeys(keys) if key not in granted]
+        if missed:
+            expired = await q.expire_symbols(tx, missed)
+            for lease in expired:
+                tx.emit("leases.expired", lease.subject, {"lease": lease.to_dict()})
+            freed = {lease.key for lease in expired}
+            retry = [row for row in rows if (row["repo"], row["branch"], row["fq_name"]) in freed]
+            if retry:
+                granted.update(await q.insert_reservations(tx, list({_key(r): r for r in retry}.values())))
+        holders = await q.live_for_symbols(tx.conn, [k for k in missed if k not in granted]) if missed else {}
+        outcomes: list[Lease | Conflict] = []
+        claimed: set[Key] = set()
+        for key, row in zip(keys, rows, strict=True):
+            lease_id = granted.get(key)
+            if lease_id is None or key in claimed:  # held, or listed twice (the first one won)
+                holder = holders.get(key)
+                if holder is None and lease_id is not None:
+                    holder = Lease(lease_id=lease_id, **rows[keys.index(key)])
+                outcomes.append(Conflict(_held(key, holder), field="fq_name"))
+                continue
+            claimed.add(key)
+            outcomes.append(Lease(lease_id=lease_id, **row))
+        for lease in sorted((o for o in outcomes if isinstance(o, Lease)), key=lambda lease: lease.lease_id):
+            tx.emit("leases.reserved", lease.subject, {"lease": lease.to_dict()})
+        return outcomes
+
     async def reserve_plan(self, data: ReservePlanInput) -> list[Lease]:
         """Reserve every symbol of the plan in one transaction, or none (``Conflict`` names the held ones)."""
-        ordered = sorted(data.symbols, key=lambda s: s.key)  # one lock order for every writer: no deadlocks
+        requests: list[Request] = [(symbol, data.plan_id, data.ttl_sec) for symbol in data.symbols]
 
         async def op(tx: Tx) -> list[Lease]:
-            for symbol in ordered:
-                await q.lock_symbol(tx, symbol.key)
-            granted: dict[Key, Lease] = {}
-            held: list[str] = []
-            for symbol in ordered:
-                values = self._values(symbol, data.plan_id, data.ttl_sec, tx)
-                lease_id = await q.insert_reservation(tx, values)
-                if lease_id is None and await self._expire_symbol(tx, symbol.key):
-                    lease_id = await q.insert_reservation(tx, values)
-                if lease_id is None:
-                    held.append(_held(symbol.key, await q.live_for_symbol(tx.conn, symbol.key)))
-                else:
-                    granted[symbol.key] = Lease(lease_id=lease_id, **values)
-            if held:
+            outcomes = await self._reserve_many(tx, requests)
+            held = [o.message for o in outcomes if isinstance(o, Conflict)]
+            if held:  # raising rolls the whole transaction (or savepoint) back: nothing is reserved
                 more = f" and {len(held) - 5} more" if len(held) > 5 else ""
                 raise Conflict(f"plan {data.plan_id} not reserved: " + "; ".join(held[:5]) + more, field="symbols")
-            reserved = sorted(granted.values(), key=lambda lease: lease.lease_id)
-            for lease in reserved:
-                tx.emit("leases.reserved", lease.subject, {"lease": lease.to_dict()})
-            return [granted[s.key] for s in data.symbols]
+            return [o for o in outcomes if isinstance(o, Lease)]
 
         try:
             granted = await self.store.write(op)
@@ -177,13 +227,6 @@ class LeasesService:
             now=tx.now,
             expires_at=tx.now + timedelta(seconds=ttl_sec),
         )
-
-    @staticmethod
-    async def _expire_symbol(tx: Tx, key: Key) -> bool:
-        expired = await q.expire_symbol(tx, key)
-        for lease in expired:
-            tx.emit("leases.expired", lease.subject, {"lease": lease.to_dict()})
-        return bool(expired)
 
     # -- one lease's transitions ----------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """The leases queries (SQLAlchemy Core, the same on SQLite and PostgreSQL).
 
-Reserving is ``INSERT ... ON CONFLICT DO NOTHING`` against the unique partial
-index of live leases: the database decides who wins, in every process. A
-failed insert is followed by flipping an expired reservation of that symbol to
-``expired`` (by the transaction's clock) and one more insert.
+Reserving is a multi-row ``INSERT ... ON CONFLICT DO NOTHING`` against the
+unique partial index of live leases: the database decides who wins, in every
+process. Symbols whose insert was skipped get their overdue reservation (by
+the transaction's clock) flipped to ``expired`` and one more insert.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select, text, update
+from sqlalchemy import Row, and_, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from muster.leases.model import Lease, subject_of
@@ -20,14 +20,15 @@ from muster.leases.schema import LIVE_STATUSES, leases
 from muster.store.engine import Tx
 
 __all__ = [
-    "expire_symbol",
+    "expire_symbols",
     "get_lease",
-    "insert_reservation",
+    "insert_reservations",
     "latest_for_symbol",
-    "live_for_symbol",
+    "live_for_symbols",
     "load_latest",
-    "lock_symbol",
+    "lock_symbols",
     "plan_leases",
+    "reservation_values",
     "save",
     "sweep_expired",
 ]
@@ -44,49 +45,61 @@ def _symbol(repo: str, branch: str, fq_name: str) -> Any:
     return and_(leases.c.repo == repo, leases.c.branch == branch, leases.c.fq_name == fq_name)
 
 
-async def lock_symbol(tx: Tx, key: tuple[str, str, str]) -> None:
-    """PostgreSQL: serialise reservations of one symbol until commit.
+async def lock_symbols(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> None:
+    """PostgreSQL: serialise reservations of these symbols until commit (sorted: no deadlocks).
 
-    The unique index alone already guarantees one live lease. The lock adds
-    the fencing guarantee on PostgreSQL: a sequence value is drawn before the
-    index is checked, so without it a reserve could draw id N, stall, and
-    land after a lease N+1 of the same symbol was granted and released. With
-    it, ids of one symbol are drawn in grant order. (SQLite writers are
-    serialised anyway.)
+    The unique index alone already guarantees one live lease per symbol. The
+    locks add the fencing guarantee on PostgreSQL: a sequence value is drawn
+    before the index is checked, so without them a reserve could draw id N,
+    stall, and land after a lease N+1 of the same symbol was granted and
+    released. With them, ids of one symbol are drawn in grant order. (SQLite
+    writers are serialised anyway.)
     """
-    if tx.dialect == "postgresql":
+    if tx.dialect == "postgresql" and keys:
+        ordered = sorted({_SYMBOL_LOCK_SPACE + subject_of(*key) for key in keys})
         await tx.conn.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": _SYMBOL_LOCK_SPACE + subject_of(*key)},
+            text("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(CAST(:keys AS text[])) AS k"),
+            {"keys": ordered},
         )
 
 
-async def insert_reservation(tx: Tx, values: dict[str, Any]) -> int | None:
-    """Insert a reservation; its ``lease_id``, or ``None`` if a live lease holds the symbol."""
-    statement = tx.insert(leases).values(**values).on_conflict_do_nothing().returning(leases.c.lease_id)
-    return (await tx.conn.execute(statement)).scalar_one_or_none()
+async def insert_reservations(tx: Tx, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+    """Insert many reservations in one statement; the lease id of each symbol that was free.
+
+    A symbol held by a live lease (or listed twice: the first row wins) is skipped.
+    """
+    statement = (
+        tx.insert(leases)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .returning(leases.c.lease_id, leases.c.repo, leases.c.branch, leases.c.fq_name)
+    )
+    return {(r.repo, r.branch, r.fq_name): int(r.lease_id) for r in await tx.conn.execute(statement)}
 
 
-async def expire_symbol(tx: Tx, key: tuple[str, str, str]) -> list[Lease]:
-    """Flip the symbol's reservation to ``expired`` if its deadline has passed (by ``tx.now``)."""
+async def expire_symbols(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> list[Lease]:
+    """Flip the overdue reservations (by ``tx.now``) of these symbols to ``expired``."""
     statement = (
         update(leases)
         .where(
-            _symbol(*key),
+            tuple_(leases.c.repo, leases.c.branch, leases.c.fq_name).in_(list(keys)),
             leases.c.status == "reserved",
             leases.c.expires_at <= tx.now,
         )
         .values(status="expired", updated_at=tx.now)
         .returning(*leases.columns)
     )
-    return [lease_of(row) for row in await tx.conn.execute(statement)]
+    return sorted((lease_of(row) for row in await tx.conn.execute(statement)), key=lambda lease: lease.lease_id)
 
 
-async def live_for_symbol(conn: AsyncConnection, key: tuple[str, str, str]) -> Lease | None:
-    row = (
-        await conn.execute(select(leases).where(_symbol(*key), leases.c.status.in_(LIVE_STATUSES)))
-    ).first()
-    return None if row is None else lease_of(row)
+async def live_for_symbols(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], Lease]:
+    query = select(leases).where(
+        tuple_(leases.c.repo, leases.c.branch, leases.c.fq_name).in_(list(keys)),
+        leases.c.status.in_(LIVE_STATUSES),
+    )
+    return {lease.key: lease for lease in map(lease_of, await conn.execute(query))}
 
 
 async def latest_for_symbol(conn: AsyncConnection, key: tuple[str, str, str]) -> Lease | None:
