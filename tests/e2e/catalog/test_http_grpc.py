@@ -334,3 +334,33 @@ def test_two_servers_on_one_postgres_elect_one_monitor(server_factory: Any, pg_s
     alerts = [a["alert_type"] for a in httpx.get(f"{second.http_url}/alerts").json()["alerts"]
               if a["service_id"] == sid]
     assert alerts == ["service_deregistered", "service_down"]
+
+
+def test_both_door_processes_write_one_sqlite_file_without_lock_errors(server_factory: Any) -> None:
+    """HTTP and gRPC door processes registering at once on one SQLite file: every write commits."""
+    server = server_factory()
+
+    async def over_http() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+            replies = await asyncio.gather(
+                *(http.post("/register", json={**SEED_REGISTRATION, "name": f"h{i}"}) for i in range(150))
+            )
+        return [r.status_code for r in replies]
+
+    async def over_grpc() -> int:
+        async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+            stub = pb_grpc.CatalogStub(channel)
+            replies = await asyncio.gather(*(
+                stub.Register(pb.RegisterRequest(name=f"g{i}", type="tool", url="grpc://h:1"), timeout=30)
+                for i in range(150)
+            ))
+        return len(replies)
+
+    async def both() -> tuple[list[int], int]:
+        return await asyncio.gather(over_http(), over_grpc())
+
+    statuses, grpc_done = asyncio.run(both())
+    assert [200] * 150 == statuses and 150 == grpc_done
+    listed = httpx.get(f"{server.http_url}/services", params={"limit": 1000}).json()["services"]
+    assert 300 == len(listed)
+    assert "database is locked" not in server.logs()
