@@ -172,7 +172,7 @@ def _describe(cls: type, attribute: str, method: Callable[..., Any]) -> ToolInfo
     summary, arg_docs = _parse_docstring(method.__doc__)
     try:
         hints = typing.get_type_hints(method)
-    except Exception:
+    except Exception:  # unresolvable annotations degrade to "any"; they must not break the worker
         hints = {}
     parameters: list[ParameterInfo] = []
     accepts_extra = False

@@ -128,7 +128,7 @@ class BridgeService:
             loop = asyncio.get_running_loop()
             call = functools.partial(method, **arguments)
             return ToolOutcome(True, await loop.run_in_executor(self._executor, call))
-        except Exception as exc:
+        except Exception as exc:  # a tool's failure is an answer, never a broken call
             return ToolOutcome.failed(exc)
 
     async def stream_tool(
@@ -137,7 +137,7 @@ class BridgeService:
         """One outcome per item the tool yields; the last one failed if the tool raised."""
         try:
             info, method, arguments = self._prepare(session_id, tool_name, parameters)
-        except Exception as exc:
+        except Exception as exc:  # reported as the stream's final outcome
             yield ToolOutcome.failed(exc)
             return
         if not info.is_streaming:
@@ -146,7 +146,7 @@ class BridgeService:
         try:
             async for item in self._iterate(info, method, arguments):
                 yield ToolOutcome(True, item)
-        except Exception as exc:
+        except Exception as exc:  # the tool raised part-way: what it yielded is already sent
             yield ToolOutcome.failed(exc)
 
     async def _iterate(self, info: ToolInfo, method: Any, arguments: dict[str, Any]) -> AsyncIterator[Any]:

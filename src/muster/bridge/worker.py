@@ -129,6 +129,9 @@ class Worker:
             self._client = BridgeClient.connect(self.target)
             await self._client.initialize_session(self.session_id)
         except BaseException as exc:
+            if self._client is not None:
+                await self._client.aclose()
+                self._client = None
             await self._terminate()
             if isinstance(exc, TimeoutError):
                 raise Unavailable(f"worker {self.adapter} sent no GRPC_READY within {self.ready_timeout_s}s") from exc
