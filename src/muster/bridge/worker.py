@@ -314,13 +314,21 @@ class WorkerPool:
             self._routes[session_id] = slot
         return slot
 
+    @staticmethod
+    async def _live_worker(slot: _Slot) -> Worker:
+        """The slot's worker once it is running; a dead one is waited out until the monitor replaces it."""
+        while True:
+            await slot.ready.wait()
+            assert slot.worker is not None
+            if slot.worker.returncode is None:
+                return slot.worker
+            slot.ready.clear()  # dead but not yet noticed by the monitor, which refills and sets it
+
     async def worker_for(self, session_id: str) -> Worker:
         """The worker that owns ``session_id`` (waiting for a replacement if it is being refilled),
         with the session initialised there."""
         slot = self._slot_for(session_id)
-        await slot.ready.wait()
-        assert slot.worker is not None
-        worker = slot.worker
+        worker = await self._live_worker(slot)
         if session_id not in slot.sessions:
             await worker.client.initialize_session(session_id)
             slot.sessions.add(session_id)
@@ -331,7 +339,9 @@ class WorkerPool:
         worker = await self.worker_for(session_id)
         try:
             return await worker.client.call(session_id, tool, **parameters)
-        except Unavailable:
+        except ToolFailed:
+            raise
+        except MusterError:  # UNAVAILABLE, or UNKNOWN "stream removed" when the process dies mid-call
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.wait(), worker.stop_grace_s)
             if worker.returncode is None:
