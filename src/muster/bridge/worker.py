@@ -24,7 +24,7 @@ from typing import Any, Self
 from muster.bridge.adapter import Adapter
 from muster.bridge.client import BridgeClient, ToolFailed
 from muster.bridge.process import READY_PREFIX
-from muster.errors import FailedPrecondition, Invalid, MusterError, Unavailable
+from muster.errors import FailedPrecondition, Invalid, MusterError, ResourceExhausted, Unavailable
 
 __all__ = ["ToolFailed", "Worker", "WorkerPool", "adapter_path"]
 
@@ -237,10 +237,18 @@ class WorkerPool:
             await pool.call("session-1", "add", a=1, b=2)
     """
 
-    def __init__(self, size: int, adapter: type[Adapter] | type | str, **worker_options: Any) -> None:
+    def __init__(
+        self,
+        size: int,
+        adapter: type[Adapter] | type | str,
+        *,
+        max_sessions: int = 100_000,
+        **worker_options: Any,
+    ) -> None:
         if size < 1:
             raise Invalid("size", "a pool needs at least one worker")
         self.size = size
+        self.max_sessions = max_sessions
         self.adapter = adapter_path(adapter)
         self.worker_options = worker_options
         self.restarts = 0
@@ -307,6 +315,10 @@ class WorkerPool:
     def _slot_for(self, session_id: str) -> _Slot:
         slot = self._routes.get(session_id)
         if slot is None:
+            if len(self._routes) >= self.max_sessions:
+                raise ResourceExhausted(
+                    f"the pool already routes {self.max_sessions} sessions: clean some up with cleanup_session()"
+                )
             counts = {s.index: 0 for s in self._slots}
             for routed in self._routes.values():
                 counts[routed.index] += 1

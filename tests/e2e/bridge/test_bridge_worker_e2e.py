@@ -16,7 +16,7 @@ from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
 from muster.bridge import ToolFailed, Worker, WorkerPool
 from muster.bridge.client import BridgeClient
 from muster.bridge.examples import ExampleAdapter
-from muster.errors import Unavailable
+from muster.errors import ResourceExhausted, Unavailable
 
 SUPERVISOR = Path(__file__).with_name("supervisor_script.py")
 
@@ -97,8 +97,8 @@ async def test_no_orphan_when_the_supervisor_is_killed() -> None:
 
 
 async def test_pool_routes_a_session_to_the_same_worker() -> None:
-    """Each session always runs on one worker, and sessions are spread over the pool."""
-    async with WorkerPool(2, ExampleAdapter) as pool:
+    """Each session always runs on one worker, sessions are spread over the pool, and routes are bounded."""
+    async with WorkerPool(2, ExampleAdapter, max_sessions=4) as pool:
         pids = {}
         for session in ("s1", "s2", "s3", "s4"):
             first = await pool.call(session, "session_info")
@@ -106,7 +106,10 @@ async def test_pool_routes_a_session_to_the_same_worker() -> None:
             assert first["pid"] == second["pid"]
             pids[session] = first["pid"]
         assert len(set(pids.values())) == 2
+        with pytest.raises(ResourceExhausted):
+            await pool.call("s5", "session_info")
         assert await pool.cleanup_session("s1") is True
+        assert (await pool.call("s5", "add", a=1)) == 2
 
 
 async def test_pool_replaces_a_crashed_worker() -> None:
