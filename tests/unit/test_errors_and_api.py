@@ -58,4 +58,4 @@ def test_public_exports_are_pinned() -> None:
     assert sorted(muster.__all__) == muster.__all__
     assert {"Conflict", "Expired", "FailedPrecondition", "Invalid", "MusterError", "NotFound",
             "ResourceExhausted", "Unavailable", "__version__"} == set(muster.__all__)
-    assert {"HeartbeatStream", "KeepAlive", "MusterClient"} <= set(muster.client.__all__)
+    assert {"HeartbeatStream", "KeepAlive", "MusterClient", "SRMClient"} <= set(muster.client.__all__)

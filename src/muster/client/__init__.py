@@ -32,11 +32,12 @@ from muster.catalog.model import (
 )
 from muster.catalog.service import BeatAck, Registered, Stats
 from muster.client._transport import GrpcTransport, HttpTransport, Transport, grpc_error
+from muster.client.srm import SRMClient
 from muster.errors import Invalid, MusterError, NotFound, Unavailable
 from muster.events.hub import Event
 from muster.validation import parse
 
-__all__ = ["HeartbeatStream", "KeepAlive", "MusterClient"]
+__all__ = ["HeartbeatStream", "KeepAlive", "MusterClient", "SRMClient"]
 
 log = structlog.get_logger("muster.client")
 

@@ -2,19 +2,25 @@
 
 Writes go through :meth:`Store.write`, which runs an operation inside a
 transaction, appends the events the operation emitted to the event log in the
-same transaction, commits, and only then returns. Two engines are supported:
+same transaction, commits, and only then returns. Operations must touch
+nothing but the transaction (``tx``): a group may be replayed.
+
+Concurrent writes in one process are *group-committed* by one writer task:
+it takes every queued operation, runs them in one transaction and commits
+them with one fsync. An operation that fails is undone alone and fails alone.
 
 * **SQLite** (embedded default): WAL mode, ``synchronous=FULL`` so an
   acknowledged write survives a crash, and every write transaction starts with
-  ``BEGIN IMMEDIATE`` on one writer connection per process, so writers queue
-  instead of failing with "database is locked" (other processes wait on the
-  busy timeout). Concurrent writes are *group-committed*: the writer takes
-  every queued operation, runs each inside its own SAVEPOINT, and commits them
-  with one fsync. An operation that fails rolls back its savepoint only.
-* **PostgreSQL** (scale-out): a connection pool, one transaction per write.
-  Event appends take a transaction-scoped advisory lock just before commit, so
-  revisions become visible in revision order and a watcher reading
-  ``revision > N`` can never skip one that commits late.
+  ``BEGIN IMMEDIATE``, so writers (also other processes) queue on the busy
+  timeout instead of failing with "database is locked". Operations run without
+  savepoints; one that fails after writing sends the group back to be replayed
+  with a SAVEPOINT per operation.
+* **PostgreSQL** (scale-out): a SAVEPOINT per operation (a failed statement
+  would abort the whole transaction otherwise). A group's events are appended
+  under a transaction-scoped advisory lock taken just before commit, so
+  revisions become visible in revision order across every process and a
+  watcher reading ``revision > N`` can never skip one that commits late; the
+  lock is held for one commit per *group*, not per write.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from muster.clock import Clock, SystemClock
-from muster.errors import MusterError, Unavailable
+from muster.errors import Unavailable
 from muster.store.schema import events
 
 __all__ = ["PendingEvent", "Store", "Tx"]
@@ -94,9 +100,10 @@ class Store:
             self.write_engine = self._sqlite_engine(writer=True)
         else:
             self.read_engine = create_async_engine(
-                url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=1800
+                url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800
             )
-            self.write_engine = self.read_engine
+            # The group-commit writer needs one connection (two while a replay overlaps).
+            self.write_engine = create_async_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=True)
 
     # -- set-up -------------------------------------------------------------
 
@@ -163,10 +170,15 @@ class Store:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only connection in a transaction (a consistent snapshot)."""
         try:
-            async with self.read_engine.connect() as conn:
-                yield conn
+            conn = await self.read_engine.connect()
+        except Exception as exc:  # refused, too many clients, DNS, ...: the store is unavailable
+            raise Unavailable(f"store unavailable: {exc.__class__.__name__}") from exc
+        try:
+            yield conn
         except (OperationalError, OSError) as exc:
             raise Unavailable(f"store unavailable: {exc.__class__.__name__}") from exc
+        finally:
+            await conn.close()
 
     async def ping(self) -> None:
         async with self.read() as conn:
@@ -178,56 +190,18 @@ class Store:
         """Run ``op`` in a write transaction with its events; return once committed."""
         if self._closed:
             raise Unavailable("store is closed")
-        if self.dialect == "sqlite":
-            return await self._write_sqlite(op)
-        return await self._write_postgres(op)
-
-    async def _append_events(self, tx: Tx) -> None:
-        if not tx.pending:
-            return
-        if self.dialect == "postgresql":
-            # Serialise appends until commit so revisions become visible in order;
-            # the NOTIFY is delivered on commit and only wakes other processes' hubs.
-            await tx.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENT_APPEND_LOCK})
-            await tx.conn.execute(text("SELECT pg_notify('muster_events', '')"))
-        rows = [{"kind": e.kind, "subject": e.subject, "payload": e.payload, "ts": tx.now} for e in tx.pending]
-        if len(rows) == 1:
-            result = await tx.conn.execute(insert(events).returning(events.c.revision), rows[0])
-            tx.revisions.append(int(result.scalar_one()))
-        else:
-            # RETURNING with executemany is not portable; one statement per event keeps order.
-            for row in rows:
-                result = await tx.conn.execute(insert(events).returning(events.c.revision), row)
-                tx.revisions.append(int(result.scalar_one()))
-        tx.pending.clear()
+        if self._writer_queue is None:
+            self._writer_queue = asyncio.Queue()
+            self._writer_task = asyncio.create_task(self._group_writer(), name="muster-store-writer")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._writer_queue.put((op, future))
+        return await future
 
     async def _notify(self, revision: int) -> None:
         for callback in self._on_commit:
             await callback(revision)
 
-    async def _write_postgres(self, op: WriteOp[T]) -> T:
-        try:
-            async with self.write_engine.begin() as conn:
-                tx = Tx(conn=conn, now=self.clock.now(), dialect=self.dialect)
-                value = await op(tx)
-                await self._append_events(tx)
-        except MusterError:
-            raise
-        except OperationalError as exc:
-            raise Unavailable(f"store unavailable: {exc.orig!r}") from exc
-        if tx.revisions:
-            await self._notify(tx.revisions[-1])
-        return value
-
-    async def _write_sqlite(self, op: WriteOp[T]) -> T:
-        if self._writer_queue is None:
-            self._writer_queue = asyncio.Queue()
-            self._writer_task = asyncio.create_task(self._sqlite_writer(), name="muster-sqlite-writer")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._writer_queue.put((op, future))
-        return await future
-
-    async def _sqlite_writer(self) -> None:
+    async def _group_writer(self) -> None:
         assert self._writer_queue is not None
         queue = self._writer_queue
         while True:
@@ -279,16 +253,14 @@ class Store:
         self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]], *, savepoints: bool
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None, int]] | None:
         """Run the group in one transaction; ``None`` means "replay with savepoints"."""
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None, int]] = []
-        pending: list[dict[str, Any]] = []
+        savepoints = savepoints or self.dialect == "postgresql"
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None, list[PendingEvent], datetime]] = []
         async with self.write_engine.connect() as conn:
             await conn.begin()
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None  # aiosqlite's connection: total_changes tells whether an op wrote
-            head = int((await conn.execute(text("SELECT coalesce(max(revision), 0) FROM events"))).scalar_one())
+            raw = (await conn.get_raw_connection()).driver_connection if self.dialect == "sqlite" else None
             for op, future in batch:
                 tx = Tx(conn=conn, now=self.clock.now(), dialect=self.dialect)
-                changes = raw.total_changes
+                changes = raw.total_changes if raw is not None else 0
                 try:
                     if savepoints:
                         async with conn.begin_nested():
@@ -296,22 +268,43 @@ class Store:
                     else:
                         value = await op(tx)
                 except Exception as exc:  # the op's own failure
-                    if not savepoints and raw.total_changes != changes:
+                    if not savepoints and raw is not None and raw.total_changes != changes:
                         await conn.rollback()
                         return None
-                    outcomes.append((future, None, exc, 0))
+                    results.append((future, None, exc, [], tx.now))
                     continue
-                for event in tx.pending:
-                    head += 1
-                    pending.append(
-                        {"revision": head, "kind": event.kind, "subject": event.subject,
-                         "payload": event.payload, "ts": tx.now}
-                    )
-                outcomes.append((future, value, None, head if tx.pending else 0))
-            if pending:
-                await conn.execute(insert(events), pending)
+                results.append((future, value, None, list(tx.pending), tx.now))
+            revisions = await self._append_group_events(conn, [(events_, now) for *_, events_, now in results])
             await conn.commit()
-        return outcomes
+        return [
+            (future, value, error, revision)
+            for (future, value, error, _, _), revision in zip(results, revisions, strict=True)
+        ]
+
+    async def _append_group_events(
+        self, conn: AsyncConnection, per_op: list[tuple[list[PendingEvent], datetime]]
+    ) -> list[int]:
+        """Append every op's events with one statement; return each op's last revision (0: none)."""
+        if not any(pending for pending, _ in per_op):
+            return [0] * len(per_op)
+        if self.dialect == "postgresql":
+            # Serialise appends until commit so revisions become visible in order;
+            # the NOTIFY is delivered on commit and only wakes other processes' hubs.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENT_APPEND_LOCK})
+            await conn.execute(text("SELECT pg_notify('muster_events', '')"))
+        # SQLite: BEGIN IMMEDIATE holds the only write lock; PostgreSQL: the advisory lock above.
+        head = int((await conn.execute(text("SELECT coalesce(max(revision), 0) FROM events"))).scalar_one())
+        rows: list[dict[str, Any]] = []
+        last: list[int] = []
+        for pending, now in per_op:
+            for item in pending:
+                head += 1
+                rows.append(
+                    {"revision": head, "kind": item.kind, "subject": item.subject, "payload": item.payload, "ts": now}
+                )
+            last.append(head if pending else 0)
+        await conn.execute(insert(events), rows)
+        return last
 
 
 def null_pool_engine(url: str) -> AsyncEngine:
