@@ -66,7 +66,11 @@ def load_adapter(path: str) -> type[Adapter]:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGTERM us when the parent dies (and catch a parent already gone)."""
+    """Ask Linux to SIGTERM us when the parent dies (and catch a parent already gone).
+
+    Linux sends the signal when the *thread* that spawned us exits, so a supervisor should start
+    workers from a thread that outlives them (``Worker`` in the thread running its event loop does).
+    """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)

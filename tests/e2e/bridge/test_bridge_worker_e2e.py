@@ -83,6 +83,17 @@ async def test_worker_that_cannot_start_is_unavailable() -> None:
     assert worker.returncode == 2
 
 
+async def test_silent_worker_times_out_and_is_stopped(tmp_path: Path) -> None:
+    """A process that never prints GRPC_READY fails the start with Unavailable after ready_timeout_s and is stopped."""
+    silent = tmp_path / "silent-python"
+    silent.write_text("#!/bin/sh\nexec sleep 60\n")
+    silent.chmod(0o755)
+    worker = Worker(ExampleAdapter, python=str(silent), ready_timeout_s=0.5, stop_grace_s=5)
+    with pytest.raises(Unavailable, match=r"sent no GRPC_READY within 0\.5s"):
+        await worker.start()
+    assert worker.returncode == -signal.SIGTERM
+
+
 async def test_no_orphan_when_the_supervisor_is_killed() -> None:
     """A worker whose supervisor is SIGKILLed exits on its own."""
     supervisor = await asyncio.create_subprocess_exec(
