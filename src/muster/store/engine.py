@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import event, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -81,6 +81,20 @@ class Tx:
 
 
 WriteOp = Callable[[Tx], Awaitable[T]]
+
+
+class _Retry(Exception):
+    """The group must be replayed: PostgreSQL aborted it (deadlock or serialization failure)."""
+
+
+_RETRIES = 5
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    original = exc.orig
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return code in _RETRYABLE_SQLSTATES
 
 
 class Store:
@@ -224,9 +238,17 @@ class Store:
         per operation, so only that operation's writes are undone.
         """
         try:
-            outcomes = await self._run_group(batch, savepoints=False)
-            if outcomes is None:
-                outcomes = await self._run_group(batch, savepoints=True)
+            try:
+                outcomes = await self._run_group(batch, savepoints=False)
+                if outcomes is None:
+                    outcomes = await self._run_group(batch, savepoints=True)
+            except _Retry:
+                # Another process's group holds locks ours needs and vice versa:
+                # PostgreSQL broke the cycle by failing us. Replay each op in a
+                # transaction of its own, where locks are taken in one op's order.
+                outcomes = []
+                for item in batch:
+                    outcomes.extend(await self._run_alone(item))
         except Exception as exc:
             log.error("store.commit_failed", error=repr(exc))
             failure = Unavailable(f"store write failed: {exc.__class__.__name__}")
@@ -249,6 +271,18 @@ class Store:
             else:
                 future.set_result(value)
 
+    async def _run_alone(
+        self, item: tuple[WriteOp[Any], asyncio.Future[Any]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None, int]]:
+        for attempt in range(_RETRIES):
+            try:
+                outcomes = await self._run_group([item], savepoints=True)
+                assert outcomes is not None
+                return outcomes
+            except _Retry:
+                await asyncio.sleep(0.01 * (attempt + 1))
+        return [(item[1], None, Unavailable("write kept deadlocking with other writers; retry"), 0)]
+
     async def _run_group(
         self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]], *, savepoints: bool
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None, int]] | None:
@@ -268,6 +302,8 @@ class Store:
                     else:
                         value = await op(tx)
                 except Exception as exc:  # the op's own failure
+                    if isinstance(exc, DBAPIError) and _retryable(exc):
+                        raise _Retry from exc
                     if not savepoints and raw is not None and raw.total_changes != changes:
                         await conn.rollback()
                         return None
