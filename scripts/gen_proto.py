@@ -35,10 +35,11 @@ def _top_level_packages() -> set[str]:
 
 
 def _rewrite_imports(path: Path, roots: set[str]) -> None:
+    """One pass over every root at once, so a rewritten line is never rewritten again."""
+    alternatives = "|".join(sorted(re.escape(root) for root in roots))
     text = path.read_text()
-    for root in roots:
-        text = re.sub(rf"^from {root}(\.| )", rf"from {PACKAGE}.{root}\1", text, flags=re.M)
-        text = re.sub(rf"^import {root}\.", rf"import {PACKAGE}.{root}.", text, flags=re.M)
+    text = re.sub(rf"^from ({alternatives})(\.| )", rf"from {PACKAGE}.\1\2", text, flags=re.M)
+    text = re.sub(rf"^import ({alternatives})\.", rf"import {PACKAGE}.\1.", text, flags=re.M)
     path.write_text(text)
 
 
