@@ -30,11 +30,15 @@ class Runtime:
     # Later contexts (leases, graph) add their services here by name.
     contexts: dict[str, Any] = field(default_factory=dict)
     draining: bool = False
+    # Doors served by other processes that have not announced themselves yet.
+    doors_starting: set[str] = field(default_factory=set)
 
     async def readiness(self) -> tuple[bool, str]:
         """Ready when the store answers and its schema is at the newest migration."""
         if self.draining:
             return False, "shutting down"
+        if self.doors_starting:
+            return False, "starting: " + ", ".join(sorted(self.doors_starting)) + " door"
         try:
             await self.store.ping()
             current = await current_revision(self.store)

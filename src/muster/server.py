@@ -127,6 +127,9 @@ async def serve_doors(
         loop.add_signal_handler(signum, stop.set)
 
     child_watch = asyncio.create_task(_watch_child(child, stop)) if child is not None else None
+    if child is not None:
+        runtime.doors_starting.add("grpc")
+        relay = asyncio.create_task(_relay_child_output(child, runtime.doors_starting, ready))
     grpc_door: GrpcDoor | None = None
     http_server: Any = None
     http_task: asyncio.Task[Any] | None = None
@@ -178,6 +181,7 @@ async def serve_doors(
         if child is not None:
             if child_watch is not None:
                 child_watch.cancel()
+            relay.cancel()
             await _stop_child(child, settings.shutdown_grace)
         await monitor.close()
         await sink.close()
@@ -232,7 +236,9 @@ def serve(settings: Settings) -> int:
         return asyncio.run(serve_doors(settings, {"http", "grpc"}, ready=_print_ready))
     # Started before this process creates any gRPC object, and as a fresh
     # interpreter (never a fork): the gRPC door process.
-    child = subprocess.Popen([sys.executable, "-m", "muster.server", "grpc"], env=_door_env(settings))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "muster.server", "grpc"], env=_door_env(settings), stdout=subprocess.PIPE
+    )
     # The HTTP-only process runs on uvloop (uvicorn's fast loop); gRPC processes keep
     # asyncio's own loop, which is the one grpc.aio supports.
     with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
@@ -273,6 +279,22 @@ async def _watch_child(child: subprocess.Popen[bytes], stop: asyncio.Event) -> N
     if not stop.is_set():
         log.error("door.exited", door="grpc", code=child.returncode)
         stop.set()
+
+
+async def _relay_child_output(
+    child: subprocess.Popen[bytes], starting: set[str], ready: Callable[[str], None] | None
+) -> None:
+    """Pass the gRPC door's announcements on, and mark it started when it says so."""
+    assert child.stdout is not None
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, child.stdout.readline):
+        text = line.decode(errors="replace").strip()
+        if text.startswith("MUSTER_READY grpc="):
+            starting.discard("grpc")
+            if ready is not None:
+                ready(text.removeprefix("MUSTER_READY "))
+        elif text:
+            print(text, flush=True)
 
 
 async def _stop_child(child: subprocess.Popen[bytes], grace: float) -> int:
