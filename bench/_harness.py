@@ -39,14 +39,30 @@ class Server:
     grpc_target: str
     data_dir: Path
 
+    def door_pids(self) -> dict[str, int]:
+        """The HTTP door is the `muster serve` process itself; the gRPC door is its child."""
+        import psutil
+
+        pids = {"http": self.process.pid}
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            if "grpc" in child.cmdline():
+                pids["grpc"] = child.pid
+        return pids
+
+    def cpu_seconds(self, door: str) -> float:
+        import psutil
+
+        times = psutil.Process(self.door_pids()[door]).cpu_times()
+        return float(times.user + times.system)
+
     def rss_mb(self) -> dict[str, float]:
         import psutil
 
         parent = psutil.Process(self.process.pid)
-        rows = {"supervisor": parent.memory_info().rss}
+        rows = {"http door (muster serve)": parent.memory_info().rss}
         for child in parent.children(recursive=True):
             door = child.cmdline()[-1] if child.cmdline() else str(child.pid)
-            rows[door] = child.memory_info().rss
+            rows[f"{door} door"] = child.memory_info().rss
         return {k: round(v / 2**20, 1) for k, v in rows.items()}
 
 

@@ -126,6 +126,18 @@ def _unary_worker(target: str, seconds: float, concurrency: int, queue: Any) -> 
     queue.put(asyncio.run(run()))
 
 
+def _capacity(cpu_seconds: float, operations: float) -> dict[str, float]:
+    """Server CPU per operation, and what one fully used core could serve at that cost.
+
+    Unlike wall-clock throughput, this does not move when other work shares the
+    machine's two cores with the server and the load generators.
+    """
+    if operations <= 0 or cpu_seconds <= 0:
+        return {}
+    return {"server_cpu_us_per_op": round(1e6 * cpu_seconds / operations),
+            "capacity_per_core_per_s": round(operations / cpu_seconds)}
+
+
 def _openloop_worker(path: str, port: int, seconds: float, queue: Any) -> None:
     from bench._openloop import run
 
@@ -169,35 +181,44 @@ def main() -> None:
     with muster_server() as server:
         progress(f"registering {options.services} services over gRPC (4 processes x 32 concurrent)")
         per = options.services // 4
+        cpu = server.cpu_seconds("grpc")
         started = time.perf_counter()
         batches = _in_processes(_register_worker, [(server.grpc_target, i * per, per, 32) for i in range(4)])
         elapsed = time.perf_counter() - started
         ids = [sid for batch in batches for sid in batch]
         results["registrations"] = {"count": len(ids), "per_s": round(len(ids) / elapsed),
-                                    "target_per_s": TARGETS["registrations_per_s"]}
+                                    "target_per_s": TARGETS["registrations_per_s"],
+                                    **_capacity(server.cpu_seconds("grpc") - cpu, len(ids))}
         results["registrations"]["ratio_to_target"] = round(results["registrations"]["per_s"] / 1000, 2)
 
         results["heartbeat_grpc_stream"] = {"target_per_s": TARGETS["heartbeat_grpc_stream_per_s"]}
         for batch, total in ((100, 600_000), (10, 200_000), (1, 40_000)):
             progress(f"heartbeats over gRPC streams: {total} beats in messages of {batch}, 1 process x 4 streams")
+            cpu = server.cpu_seconds("grpc")
             outcome = _in_processes(_beat_worker, [(server.grpc_target, ids, total, 4, batch)])
             acknowledged, elapsed = outcome[0]
             rate = round(acknowledged / elapsed)
             results["heartbeat_grpc_stream"][f"beats_per_message_{batch}"] = {
                 "beats": acknowledged, "per_s": rate,
                 "ratio_to_target": round(rate / TARGETS["heartbeat_grpc_stream_per_s"], 2),
+                **_capacity(server.cpu_seconds("grpc") - cpu, acknowledged),
             }
 
         progress("heartbeats over HTTP: wrk, 64 connections")
         script = _put_script(ids, scratch)
+        cpu = server.cpu_seconds("http")
         http_beats = wrk(server.http_url, connections=64, seconds=options.seconds, script=script, threads=2)
         results["heartbeat_http"] = {**http_beats, "target_per_s": TARGETS["heartbeat_http_per_s"],
-                                     "ratio_to_target": round(http_beats["rps"] / TARGETS["heartbeat_http_per_s"], 2)}
+                                     "ratio_to_target": round(http_beats["rps"] / TARGETS["heartbeat_http_per_s"], 2),
+                                     **_capacity(server.cpu_seconds("http") - cpu,
+                                                 http_beats["rps"] * options.seconds)}
 
         progress("discover with two filters: wrk, 50 connections (closed loop)")
         discover_url = f"{server.http_url}/discover?type=model&cap=infer&limit=10"
         assert httpx.get(discover_url).json()["services"], "discover returned nothing"
+        cpu = server.cpu_seconds("http")
         closed = wrk(discover_url, connections=50, seconds=options.seconds, threads=2)
+        closed.update(_capacity(server.cpu_seconds("http") - cpu, closed["rps"] * options.seconds))
         progress("discover with two filters: 50 open-loop clients at 10 requests/s each")
         port = int(server.http_url.rsplit(":", 1)[1])
         path = "/discover?type=model&cap=infer&limit=10"
