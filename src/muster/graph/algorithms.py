@@ -188,40 +188,101 @@ def members_key(members: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()
 
 
-def shortest_cycle_through(start: str, out: Adjacency, allowed: set[str]) -> list[str]:
-    """The shortest cycle from ``start`` back to it inside ``allowed`` (``[]`` if there is none).
+def shortest_cycle_through(start: str, out: Adjacency, inc: Adjacency) -> list[str]:
+    """The shortest cycle from ``start`` back to it (``[]`` if there is none), from ``start``.
 
-    Breadth-first, neighbours in sorted order, stopping at the first edge back to
-    ``start``: in a large component this touches only the few hops the cycle needs.
+    Among equally short cycles, the lexicographically smallest sequence wins, so
+    the same graph always gives the same path whatever the order of its maps.
+    Bidirectional breadth-first search (forward over ``out``, backward over
+    ``inc``, always growing the smaller frontier) finds the length while
+    touching only about the square root of what a one-sided search would in a
+    large component; the path is then read off greedily from the two
+    distance maps (see :func:`_smallest_cycle`). Any cycle through ``start``
+    lies inside its strongly connected component, so no member set is needed.
     """
-    parent: dict[str, str | None] = {start: None}
-    frontier = [start]
-    while frontier:
-        following: list[str] = []
-        for node in frontier:
-            neighbours = out.get(node, {})
-            for other in sorted(neighbours):
-                if other == start:
-                    path = [node]
-                    while (previous := parent[path[-1]]) is not None:
-                        path.append(previous)
-                    path.reverse()
-                    return path
-                if other in allowed and other not in parent:
-                    parent[other] = node
-                    following.append(other)
-        frontier = following
-    return []
+    forward, backward = {start: 0}, {start: 0}
+    ahead, behind = [start], [start]
+    reach_f = reach_b = 0  # depth of the last layer each side has fully discovered
+    best = _UNREACHED
+    while best > reach_f + reach_b or reach_f == 0 or reach_b == 0:
+        grow_forward = bool(ahead) and (not behind or len(ahead) <= len(behind))
+        if not ahead and not behind:
+            break
+        if grow_forward:
+            ahead, found = _grow(ahead, out, forward, backward, start, reach_f + 1)
+            reach_f = reach_f + 1 if ahead else _UNREACHED
+        else:
+            behind, found = _grow(behind, inc, backward, forward, start, reach_b + 1)
+            reach_b = reach_b + 1 if behind else _UNREACHED
+        best = min(best, found)
+    if best >= _UNREACHED:
+        return []
+    return _smallest_cycle(start, best, out, forward, backward, reach_b)
 
 
-def cycle_candidates(components: Iterable[Iterable[str]], out: Adjacency) -> list[CycleCandidate]:
+_UNREACHED = 1 << 30
+
+
+def _grow(
+    frontier: list[str], adj: Adjacency, mine: dict[str, int], theirs: dict[str, int], start: str, depth: int
+) -> tuple[list[str], int]:
+    """Discover the next layer; return it and the shortest closed walk through ``start`` seen on the way."""
+    best = _UNREACHED
+    following: list[str] = []
+    for node in frontier:
+        for other in adj.get(node, ()):
+            if other == start:  # an edge straight back (or out) to start closes a cycle
+                best = min(best, depth)
+            elif other not in mine:
+                mine[other] = depth
+                following.append(other)
+                met = theirs.get(other)
+                if met is not None:
+                    best = min(best, depth + met)
+    return following, best
+
+
+def _smallest_cycle(
+    start: str, length: int, out: Adjacency, forward: dict[str, int], backward: dict[str, int], reach_b: int
+) -> list[str]:
+    """The lexicographically smallest cycle of ``length`` through ``start``, from the search's distance maps.
+
+    A node at position ``i`` of a shortest cycle is exactly ``i`` hops from
+    ``start`` and ``length - i`` hops back to it. From position ``split`` on,
+    the backward map knows the way back, so the walk takes the smallest
+    successor one hop closer to ``start``. Before ``split``, the positions on a
+    shortest cycle are found by working back from ``split`` through the
+    forward layers; the walk takes the smallest successor among them.
+    """
+    split = max(1, length - reach_b)
+    on_cycle: list[set[str]] = [set() for _ in range(split + 1)]
+    on_cycle[split] = {
+        node for node, d in forward.items() if d == split and backward.get(node) == length - split
+    }
+    for position in range(split - 1, 0, -1):
+        later = on_cycle[position + 1]
+        on_cycle[position] = {
+            node for node, d in forward.items() if d == position and not later.isdisjoint(out.get(node, ()))
+        }
+    path = [start]
+    for position in range(1, split + 1):
+        path.append(min(other for other in out.get(path[-1], ()) if other in on_cycle[position]))
+    for position in range(split + 1, length):
+        remaining = length - position
+        path.append(min(other for other in out.get(path[-1], ()) if backward.get(other) == remaining))
+    return path
+
+
+def cycle_candidates(
+    components: Iterable[Iterable[str]], out: Adjacency, inc: Adjacency
+) -> list[CycleCandidate]:
     """One candidate per component with more than one member, ordered by smallest member."""
     candidates: list[CycleCandidate] = []
     for component in components:
         members = sorted(component)
         if len(members) < 2:
             continue
-        path = shortest_cycle_through(members[0], out, set(members))
+        path = shortest_cycle_through(members[0], out, inc)
         candidates.append(CycleCandidate(members, members_key(members), path))
     candidates.sort(key=lambda c: c.members[0])
     return candidates

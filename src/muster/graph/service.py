@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -38,7 +38,6 @@ from muster.graph.algorithms import (
     criticality_inversions,
     cycle_candidates,
     impact,
-    members_key,
     traverse,
 )
 from muster.graph.index import GraphIndex
@@ -224,7 +223,7 @@ class GraphService:
         return criticality_inversions(self.index.criticality, self.index.live_out)
 
     def cycle_candidates(self) -> list[CycleCandidate]:
-        return cycle_candidates(self.index.strongly_connected_components(), self.index.live_out)
+        return cycle_candidates(self.index.strongly_connected_components(), self.index.live_out, self.index.live_in)
 
     # -- cycle alerts ---------------------------------------------------------------------------
 
@@ -233,14 +232,14 @@ class GraphService:
         candidates = self.cycle_candidates()
 
         async def op(tx: Tx) -> CycleReport:
-            existing = {a.id: a for a in await q.unresolved_alerts(tx.conn)}
-            by_key = {_key(a): a for a in existing.values()}
+            by_key = await q.unresolved_alerts(tx.conn)
             opened: list[CycleAlertRecord] = []
             unchanged: list[CycleAlertRecord] = []
             successor: dict[str, CycleAlertRecord] = {}
             for candidate in candidates:
                 if candidate.key in by_key:
-                    unchanged.append(by_key.pop(candidate.key))
+                    # Same key, same member set: the stored list is this sorted one.
+                    unchanged.append(replace(by_key.pop(candidate.key), members=candidate.members))
                     continue
                 alert = await q.insert_alert(
                     tx.conn, tx.insert, key=candidate.key, members=candidate.members,
@@ -253,16 +252,19 @@ class GraphService:
                 for member in candidate.members:
                     successor[member] = alert
             resolved: list[CycleAlertRecord] = []
-            for old in by_key.values():
-                heir = next((successor[m] for m in old.members if m in successor), None)
+            for stale in by_key.values():
+                current = await q.get_alert(tx.conn, uuid.UUID(stale.id))
+                assert current is not None
+                heir = next((successor[m] for m in current.members if m in successor), None)
                 note = (
                     f"cycle component changed; superseded by alert {heir.id} ({len(heir.members)} services)"
                     if heir is not None
                     else "cycle no longer present in the live graph"
                 )
-                if await q.resolve_alert(tx.conn, uuid.UUID(old.id), note, tx.now):
-                    record = await q.get_alert(tx.conn, uuid.UUID(old.id))
-                    assert record is not None
+                if await q.resolve_alert(tx.conn, uuid.UUID(stale.id), note, tx.now):
+                    record = replace(
+                        current, status="resolved", resolution_notes=note, resolved_at=tx.now, updated_at=tx.now
+                    )
                     resolved.append(record)
                     tx.emit("graph.alert_updated", record.id, record.to_dict())
             return CycleReport(len(candidates), opened, unchanged, resolved)
@@ -296,6 +298,3 @@ class GraphService:
 
         return await self.store.write(op)
 
-
-def _key(alert: CycleAlertRecord) -> str:
-    return members_key(alert.members)

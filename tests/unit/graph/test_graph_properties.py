@@ -72,7 +72,7 @@ def test_cycle_path_is_a_real_shortest_cycle(edges: list[tuple[str, str]]) -> No
     """Each cycle path is a cycle of the graph, starts at its component's smallest member, and is shortest."""
     graph = _digraph(edges)
     index = _index(edges)
-    for candidate in cycle_candidates(index.strongly_connected_components(), index.live_out):
+    for candidate in cycle_candidates(index.strongly_connected_components(), index.live_out, index.live_in):
         path = candidate.cycle_path
         assert candidate.members[0] == path[0] == min(path)
         assert all(graph.has_edge(a, b) for a, b in zip(path, path[1:] + path[:1], strict=True))
@@ -82,3 +82,36 @@ def test_cycle_path_is_a_real_shortest_cycle(edges: list[tuple[str, str]]) -> No
             if p in candidate.members
         )
         assert shortest_back == len(path)
+
+
+def _reference_cycle(start: str, graph: nx.DiGraph) -> list[str]:
+    """The lexicographically smallest shortest cycle through ``start``: BFS, neighbours in sorted order."""
+    parent: dict[str, str | None] = {start: None}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for other in sorted(graph.successors(node)):
+                if other == start:
+                    path = [node]
+                    while (previous := parent[path[-1]]) is not None:
+                        path.append(previous)
+                    return path[::-1]
+                if other not in parent:
+                    parent[other] = node
+                    following.append(other)
+        frontier = following
+    return []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32), st.integers(20, 300), st.floats(1.0, 3.0))
+def test_cycle_path_is_the_smallest_shortest_cycle_on_larger_graphs(seed: int, size: int, degree: float) -> None:
+    """On sparse random graphs (long cycles, deep searches) the bidirectional search gives the reference path."""
+    graph = nx.gnm_random_graph(size, int(size * degree), seed=seed, directed=True)
+    graph = nx.relabel_nodes(graph, {n: f"s{n:03d}" for n in graph})
+    out = {n: {m: "hard" for m in graph.successors(n)} for n in graph}
+    inc = {n: {m: "hard" for m in graph.predecessors(n)} for n in graph}
+    components = [c for c in nx.strongly_connected_components(graph) if len(c) > 1]
+    for candidate in cycle_candidates(components, out, inc):
+        assert _reference_cycle(candidate.members[0], graph) == candidate.cycle_path
