@@ -1,16 +1,27 @@
 """The graph's queries (SQLAlchemy Core, the same on SQLite and PostgreSQL).
 
-Bulk writes are one ``executemany`` of the dialect's ``INSERT ... ON CONFLICT``;
+Bulk writes are one ``executemany`` of the dialect's ``INSERT ... ON CONFLICT``
+per chunk, rows sorted by their unique key, with time-ordered ids (see
+:func:`time_ordered_ids`) so new rows append to the primary key's B-tree
+instead of landing all over it. On SQLite, where a whole graph is loaded
+through one writer, the rows are handed to the driver as plain tuples already
+in the stored form (hex ids, ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text, JSON
+text): per-row type processing in Python cost more than SQLite's own work.
+PostgreSQL takes the same statements through SQLAlchemy Core. Every rule stays
+with the database (CHECK, UNIQUE, foreign keys) on both paths.
 ``IN`` lists are chunked to stay far below SQLite's bound-parameter limit.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, and_, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
@@ -31,6 +42,7 @@ __all__ = [
     "mark_stale",
     "resolve_alert",
     "service_exists",
+    "time_ordered_ids",
     "unresolved_alerts",
     "update_alert",
     "upsert_edges",
@@ -47,6 +59,41 @@ dst = graph_services.alias("dst")
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# -- ids and stored forms -------------------------------------------------------------
+
+_last_id = 0  # the 122 significant bits of the last id handed out in this process
+
+
+def time_ordered_ids(count: int) -> list[uuid.UUID]:
+    """``count`` new UUIDv7-layout ids, strictly increasing within the process.
+
+    48 bits of Unix milliseconds, then a counter that continues from the last
+    id while the clock has not moved past it, with 40 random low bits. Rows
+    inserted in id order append to the primary key's B-tree.
+    """
+    global _last_id
+    start = max((time.time_ns() // 1_000_000) << 74, _last_id + (1 << 40))
+    randoms = secrets.token_bytes(5 * count)
+    ids = []
+    for n in range(count):
+        value = ((start + (n << 40)) & ~((1 << 40) - 1)) | int.from_bytes(randoms[5 * n : 5 * n + 5])
+        # Insert the version (7) and variant (0b10) bits: 48 | 4 | 12 | 2 | 62.
+        packed = (value >> 74) << 80 | 0x7 << 76 | ((value >> 62) & 0xFFF) << 64 | 0b10 << 62
+        ids.append(uuid.UUID(int=packed | (value & ((1 << 62) - 1))))
+    if count:
+        _last_id = start + ((count - 1) << 40)
+    return ids
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """How ``UTCDateTime`` stores a moment on SQLite."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def _service(row: Row[Any]) -> GraphServiceRecord:
@@ -81,10 +128,10 @@ def _edge(row: Row[Any]) -> DependencyRecord:
     )
 
 
-def _alert(row: Row[Any]) -> CycleAlertRecord:
+def _alert(row: Row[Any], members: list[str] | None = None) -> CycleAlertRecord:
     return CycleAlertRecord(
         id=str(row.id),
-        members=list(row.members),
+        members=list(row.members) if members is None else members,
         cycle_path=list(row.cycle_path),
         status=row.status,
         acknowledged_by=row.acknowledged_by,
@@ -122,9 +169,51 @@ async def load_graph(
 # -- services ------------------------------------------------------------------------------
 
 
+_SERVICE_COLUMNS = ("id", "service_id", "metadata", "criticality", "team", "discovered", "created_at", "updated_at")
+_EDGE_COLUMNS = (
+    "id", "source_id", "target_id", "communication_mode", "criticality", "protocol", "timeout_ms", "retry_config",
+    "discovery_source", "confidence_score", "last_observed_at", "is_stale", "created_at", "updated_at",
+)
+_EDGE_UPDATED = (
+    "communication_mode", "criticality", "protocol", "timeout_ms", "retry_config", "confidence_score",
+    "last_observed_at", "updated_at",
+)
+
+
+def _sqlite_upsert(table: str, columns: Sequence[str], conflict: str, updates: str) -> str:
+    marks = ", ".join("?" * len(columns))
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
+        f"ON CONFLICT ({conflict}) DO {updates}"
+    )
+
+
+_SQLITE_UPSERT_SERVICES = _sqlite_upsert(
+    "graph_services", _SERVICE_COLUMNS, "service_id",
+    "UPDATE SET metadata = excluded.metadata, criticality = excluded.criticality, team = excluded.team, "
+    "discovered = 0, updated_at = excluded.updated_at",
+)
+_SQLITE_ENSURE_SERVICES = _sqlite_upsert("graph_services", _SERVICE_COLUMNS, "service_id", "NOTHING")
+_SQLITE_UPSERT_EDGES = _sqlite_upsert(
+    "graph_dependencies", _EDGE_COLUMNS, "source_id, target_id, discovery_source",
+    "UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _EDGE_UPDATED) + ", is_stale = 0",
+)
+
+
 async def upsert_services(
     conn: AsyncConnection, insert: InsertFn, items: Sequence[ServiceInput], now: datetime
 ) -> None:
+    ordered = sorted(items, key=lambda item: item.service_id)
+    ids = time_ordered_ids(len(ordered))
+    if conn.dialect.name == "sqlite":
+        at = _sqlite_time(now)
+        rows: list[Any] = [
+            (i.hex, s.service_id, _json_text(s.metadata), s.criticality, s.team, 0, at, at)
+            for i, s in zip(ids, ordered, strict=True)
+        ]
+        for chunk in _chunks(rows):
+            await conn.exec_driver_sql(_SQLITE_UPSERT_SERVICES, list(chunk))
+        return
     stmt = insert(graph_services)
     stmt = stmt.on_conflict_do_update(
         index_elements=["service_id"],
@@ -137,101 +226,103 @@ async def upsert_services(
         },
     )
     rows = [
-        {
-            "id": uuid.uuid4(),
-            "service_id": item.service_id,
-            "metadata": item.metadata,
-            "criticality": item.criticality,
-            "team": item.team,
-            "discovered": False,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for item in items
+        dict(zip(_SERVICE_COLUMNS, (i, s.service_id, s.metadata, s.criticality, s.team, False, now, now), strict=True))
+        for i, s in zip(ids, ordered, strict=True)
     ]
     for chunk in _chunks(rows):
         await conn.execute(stmt, list(chunk))
 
 
-async def _ids_of(conn: AsyncConnection, names: Sequence[str]) -> dict[str, uuid.UUID]:
-    found: dict[str, uuid.UUID] = {}
+async def _ids_of(conn: AsyncConnection, names: Sequence[str]) -> dict[str, Any]:
+    """Ids of the services named, as the driver returns them (hex text on SQLite, UUIDs on PostgreSQL)."""
+    found: dict[str, Any] = {}
+    sqlite = conn.dialect.name == "sqlite"
     for chunk in _chunks(names):
-        query = select(graph_services.c.service_id, graph_services.c.id).where(
-            graph_services.c.service_id.in_(list(chunk))
-        )
-        found.update({r.service_id: r.id for r in await conn.execute(query)})
+        if sqlite:
+            sql = f"SELECT service_id, id FROM graph_services WHERE service_id IN ({', '.join('?' * len(chunk))})"
+            result: Any = await conn.exec_driver_sql(sql, tuple(chunk))
+            found.update((name, stored_id) for name, stored_id in result)
+        else:
+            query = select(graph_services.c.service_id, graph_services.c.id).where(
+                graph_services.c.service_id.in_(list(chunk))
+            )
+            found.update({r.service_id: r.id for r in await conn.execute(query)})
     return found
 
 
 async def ensure_services(
     conn: AsyncConnection, insert: InsertFn, names: Iterable[str], now: datetime
-) -> tuple[dict[str, uuid.UUID], list[str]]:
-    """Ids of ``names``, creating the unknown ones with ``discovered=true``; returns (ids, created)."""
+) -> tuple[dict[str, Any], list[str]]:
+    """Ids of ``names``, creating the unknown ones with ``discovered=true``; returns (ids, created).
+
+    The ids are in the driver's form (see :func:`_ids_of`), ready for :func:`upsert_edges`.
+    """
     wanted = sorted(set(names))
     ids = await _ids_of(conn, wanted)
     missing = [name for name in wanted if name not in ids]
     if not missing:
         return ids, []
-    stmt = insert(graph_services).on_conflict_do_nothing(index_elements=["service_id"])
-    rows: list[dict[str, Any]] = [
-        {
-            "id": uuid.uuid4(),
-            "service_id": name,
-            "metadata": {},
-            "criticality": "medium",
-            "team": None,
-            "discovered": True,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for name in missing
-    ]
-    for chunk in _chunks(rows):
-        await conn.execute(stmt, list(chunk))
+    new_ids = time_ordered_ids(len(missing))
+    if conn.dialect.name == "sqlite":
+        at = _sqlite_time(now)
+        rows: list[Any] = [
+            (i.hex, name, "{}", "medium", None, 1, at, at) for i, name in zip(new_ids, missing, strict=True)
+        ]
+        for chunk in _chunks(rows):
+            await conn.exec_driver_sql(_SQLITE_ENSURE_SERVICES, list(chunk))
+    else:
+        stmt = insert(graph_services).on_conflict_do_nothing(index_elements=["service_id"])
+        rows = [
+            dict(zip(_SERVICE_COLUMNS, (i, name, {}, "medium", None, True, now, now), strict=True))
+            for i, name in zip(new_ids, missing, strict=True)
+        ]
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
     ids.update(await _ids_of(conn, missing))
     return ids, missing
 
 
 async def upsert_edges(
-    conn: AsyncConnection, insert: InsertFn, items: Sequence[DependencyInput], ids: dict[str, uuid.UUID], now: datetime
+    conn: AsyncConnection, insert: InsertFn, items: Sequence[DependencyInput], ids: dict[str, Any], now: datetime
 ) -> None:
+    """Insert or update edges; ``ids`` maps service ids to stored ids as :func:`ensure_services` returns them."""
+    # Ordered by the unique key, a batch walks the B-trees once instead of jumping around them.
+    keyed = sorted(
+        ((ids[i.source_service_id], ids[i.target_service_id], i.discovery_source, i) for i in items),
+        key=lambda row: row[:3],
+    )
+    new_ids = time_ordered_ids(len(keyed))
+    if conn.dialect.name == "sqlite":
+        at = _sqlite_time(now)
+        rows: list[Any] = [
+            (
+                edge_id.hex, source, target, i.communication_mode, i.criticality, i.protocol, i.timeout_ms,
+                _json_text(i.retry_config), discovery_source, i.confidence_score, at, 0, at, at,
+            )
+            for edge_id, (source, target, discovery_source, i) in zip(new_ids, keyed, strict=True)
+        ]
+        for chunk in _chunks(rows):
+            await conn.exec_driver_sql(_SQLITE_UPSERT_EDGES, list(chunk))
+        return
     stmt = insert(dependencies)
     excluded = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=["source_id", "target_id", "discovery_source"],
-        set_={
-            "communication_mode": excluded.communication_mode,
-            "criticality": excluded.criticality,
-            "protocol": excluded.protocol,
-            "timeout_ms": excluded.timeout_ms,
-            "retry_config": excluded.retry_config,
-            "confidence_score": excluded.confidence_score,
-            "last_observed_at": excluded.last_observed_at,
-            "is_stale": False,
-            "updated_at": excluded.updated_at,
-        },
+        set_={**{c: excluded[c] for c in _EDGE_UPDATED}, "is_stale": False},
     )
-    rows: list[dict[str, Any]] = [
-        {
-            "id": uuid.uuid4(),
-            "source_id": ids[item.source_service_id],
-            "target_id": ids[item.target_service_id],
-            "communication_mode": item.communication_mode,
-            "criticality": item.criticality,
-            "protocol": item.protocol,
-            "timeout_ms": item.timeout_ms,
-            "retry_config": item.retry_config,
-            "discovery_source": item.discovery_source,
-            "confidence_score": item.confidence_score,
-            "last_observed_at": now,
-            "is_stale": False,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for item in items
+    rows = [
+        dict(
+            zip(
+                _EDGE_COLUMNS,
+                (
+                    edge_id, source, target, i.communication_mode, i.criticality, i.protocol, i.timeout_ms,
+                    i.retry_config, discovery_source, i.confidence_score, now, False, now, now,
+                ),
+                strict=True,
+            )
+        )
+        for edge_id, (source, target, discovery_source, i) in zip(new_ids, keyed, strict=True)
     ]
-    # Ordered by the unique key, a batch walks the B-trees once instead of jumping around them.
-    rows.sort(key=lambda row: (row["source_id"], row["target_id"]))
     for chunk in _chunks(rows):
         await conn.execute(stmt, list(chunk))
 
@@ -310,9 +401,15 @@ async def mark_stale(conn: AsyncConnection, cutoff: datetime, now: datetime) -> 
 # -- alerts -------------------------------------------------------------------------------------
 
 
-async def unresolved_alerts(conn: AsyncConnection) -> list[CycleAlertRecord]:
-    query = select(cycle_alerts).where(cycle_alerts.c.status != "resolved").order_by(cycle_alerts.c.detected_at)
-    return [_alert(r) for r in await conn.execute(query)]
+async def unresolved_alerts(conn: AsyncConnection) -> dict[str, CycleAlertRecord]:
+    """Unresolved alerts by ``members_key``, their member lists left out (``[]``).
+
+    A component's member list can hold 100,000 names; the key says all that
+    matching needs, and the caller already holds the members of a match.
+    """
+    columns = [c for c in cycle_alerts.c if c.name != "members"]
+    query = select(*columns).where(cycle_alerts.c.status != "resolved").order_by(cycle_alerts.c.detected_at)
+    return {r.members_key: _alert(r, []) for r in await conn.execute(query)}
 
 
 async def insert_alert(
