@@ -32,6 +32,7 @@ from muster.catalog.model import (
 )
 from muster.catalog.service import BeatAck, Registered, Stats
 from muster.client._transport import GrpcTransport, HttpTransport, Transport, grpc_error
+from muster.client.graph import GraphClient
 from muster.client.srm import SRMClient
 from muster.errors import Invalid, MusterError, NotFound, Unavailable
 from muster.events.hub import Event
@@ -82,6 +83,11 @@ class MusterClient:
         if self._closed:
             raise RuntimeError("this MusterClient is closed; connect a new one")
         return self._transport
+
+    @property
+    def graph(self) -> GraphClient:
+        """The dependency graph's operations (``muster.v1.Graph`` / ``/graph``) over this client's transport."""
+        return GraphClient(self)
 
     # -- catalog -----------------------------------------------------------------------
 
