@@ -71,7 +71,8 @@ async def test_heartbeat_soft_state_is_flushed_in_batches(runtime: Any) -> None:
     assert await runtime.catalog.flush() == 1
     async with runtime.store.read() as conn:
         row = (await conn.execute(select(services).where(services.c.service_id == reply.service_id))).one()
-    assert row.load == 0.25 and row.last_heartbeat_ts is not None
+    beat_at = runtime.catalog.index.get(reply.service_id).last_heartbeat_ts
+    assert (0.25, beat_at) == (row.load, row.last_heartbeat_ts)  # the exact instant survives the round trip
 
 
 async def test_degraded_status_is_a_durable_event(runtime: Any) -> None:
