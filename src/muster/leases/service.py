@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -54,8 +54,34 @@ Key = tuple[str, str, str]
 Request = tuple[PlanSymbol, str | None, int]  # symbol, plan_id, ttl_sec
 
 
-def _key(row: dict[str, Any]) -> Key:
-    return (row["repo"], row["branch"], row["fq_name"])
+def _new_reservation(symbol: PlanSymbol, plan_id: str | None, ttl_sec: int, now: datetime) -> q.NewReservation:
+    return q.NewReservation(
+        symbol.repo,
+        symbol.branch,
+        symbol.fq_name,
+        symbol.kind,
+        symbol.file_path,
+        plan_id,
+        now,
+        now + timedelta(seconds=ttl_sec),
+    )
+
+
+def _reserved_lease(lease_id: int, row: q.NewReservation) -> Lease:
+    return Lease(
+        lease_id=lease_id,
+        repo=row.repo,
+        branch=row.branch,
+        fq_name=row.fq_name,
+        kind=row.kind,
+        file_path=row.file_path,
+        plan_id=row.plan_id,
+        status="reserved",
+        commit_sha=None,
+        reserved_at=row.reserved_at,
+        expires_at=row.expires_at,
+        updated_at=row.reserved_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,19 +191,19 @@ class LeasesService:
 
     async def _reserve_many(self, tx: Tx, requests: list[Request]) -> list[Lease | Conflict]:
         """Reserve each requested symbol that is free (by ``tx.now``); a ``Conflict`` for each that is not."""
-        keys = [symbol.key for symbol, _, _ in requests]
+        rows = [_new_reservation(symbol, plan_id, ttl, tx.now) for symbol, plan_id, ttl in requests]
+        keys = [row.key for row in rows]
         await q.lock_symbols(tx, keys)
-        rows = [self._values(symbol, plan_id, ttl, tx) for symbol, plan_id, ttl in requests]
         granted = await q.insert_reservations(tx, rows)
         missed = [key for key in dict.fromkeys(keys) if key not in granted]
-        if missed:
+        if missed:  # held, or held by a reservation that is overdue: flip those to expired, insert again
             expired = await q.expire_symbols(tx, missed)
             for lease in expired:
                 tx.emit("leases.expired", lease.subject, {"lease": lease.to_dict()})
             freed = {lease.key for lease in expired}
-            retry = [row for row in rows if (row["repo"], row["branch"], row["fq_name"]) in freed]
+            retry = {row.key: row for row in rows if row.key in freed}
             if retry:
-                granted.update(await q.insert_reservations(tx, list({_key(r): r for r in retry}.values())))
+                granted.update(await q.insert_reservations(tx, list(retry.values())))
         holders = await q.live_for_symbols(tx.conn, [k for k in missed if k not in granted]) if missed else {}
         outcomes: list[Lease | Conflict] = []
         claimed: set[Key] = set()
@@ -186,11 +212,11 @@ class LeasesService:
             if lease_id is None or key in claimed:  # held, or listed twice (the first one won)
                 holder = holders.get(key)
                 if holder is None and lease_id is not None:
-                    holder = Lease(lease_id=lease_id, **rows[keys.index(key)])
+                    holder = _reserved_lease(lease_id, rows[keys.index(key)])
                 outcomes.append(Conflict(_held(key, holder), field="fq_name"))
                 continue
             claimed.add(key)
-            outcomes.append(Lease(lease_id=lease_id, **row))
+            outcomes.append(_reserved_lease(lease_id, row))
         for lease in sorted((o for o in outcomes if isinstance(o, Lease)), key=lambda lease: lease.lease_id):
             tx.emit("leases.reserved", lease.subject, {"lease": lease.to_dict()})
         return outcomes
@@ -214,19 +240,6 @@ class LeasesService:
             raise
         RESERVES.labels(status="reserved").inc(len(granted))
         return granted
-
-    @staticmethod
-    def _values(symbol: PlanSymbol, plan_id: str | None, ttl_sec: int, tx: Tx) -> dict[str, Any]:
-        return q.reservation_values(
-            repo=symbol.repo,
-            branch=symbol.branch,
-            fq_name=symbol.fq_name,
-            kind=symbol.kind,
-            file_path=symbol.file_path,
-            plan_id=plan_id,
-            now=tx.now,
-            expires_at=tx.now + timedelta(seconds=ttl_sec),
-        )
 
     # -- one lease's transitions ----------------------------------------------------------
 

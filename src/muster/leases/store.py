@@ -4,13 +4,21 @@ Reserving is a multi-row ``INSERT ... ON CONFLICT DO NOTHING`` against the
 unique partial index of live leases: the database decides who wins, in every
 process. Symbols whose insert was skipped get their overdue reservation (by
 the transaction's clock) flipped to ``expired`` and one more insert.
+
+The reserve insert is the hot path (one per group of concurrent reserves), so
+it is driver SQL written once here rather than a statement compiled per call:
+on SQLite a ``VALUES`` list per row count (cached), on PostgreSQL one
+``unnest`` statement for any row count (asyncpg prepares it once). Timestamps
+are bound through the column type's own bind processor, so they are stored
+exactly as SQLAlchemy stores them everywhere else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, and_, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,6 +28,7 @@ from muster.leases.schema import LIVE_STATUSES, leases
 from muster.store.engine import Tx
 
 __all__ = [
+    "NewReservation",
     "expire_symbols",
     "get_lease",
     "insert_reservations",
@@ -28,7 +37,6 @@ __all__ = [
     "load_latest",
     "lock_symbols",
     "plan_leases",
-    "reservation_values",
     "save",
     "sweep_expired",
 ]
@@ -63,18 +71,72 @@ async def lock_symbols(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> None:
         )
 
 
-async def insert_reservations(tx: Tx, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+class NewReservation(NamedTuple):
+    """The columns of a reservation about to be inserted (status ``reserved``, no commit)."""
+
+    repo: str
+    branch: str
+    fq_name: str
+    kind: str
+    file_path: str
+    plan_id: str | None
+    reserved_at: datetime
+    expires_at: datetime
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.repo, self.branch, self.fq_name)
+
+
+_INSERT_HEAD = (
+    "INSERT INTO leases (repo, branch, fq_name, kind, file_path, plan_id, status, commit_sha,"
+    " reserved_at, expires_at, updated_at) "
+)
+_INSERT_TAIL = " ON CONFLICT DO NOTHING RETURNING lease_id, repo, branch, fq_name"
+_SQLITE_ROW = "(?, ?, ?, ?, ?, ?, 'reserved', NULL, ?, ?, ?)"
+# One statement for any number of rows: asyncpg prepares it once per connection.
+_POSTGRES_INSERT = (
+    _INSERT_HEAD
+    + "SELECT r, b, f, k, p, pl, 'reserved', NULL, $7, e, $7 FROM unnest("
+    "CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]),"
+    " CAST($6 AS text[]), CAST($8 AS timestamptz[])) AS t(r, b, f, k, p, pl, e)"
+    + _INSERT_TAIL
+)
+
+
+@functools.lru_cache(maxsize=512)
+def _sqlite_insert(rows: int) -> str:
+    return _INSERT_HEAD + "VALUES " + ", ".join([_SQLITE_ROW] * rows) + _INSERT_TAIL
+
+
+@functools.cache
+def _timestamp_binder(dialect: Any) -> Callable[[datetime], Any]:
+    """How the dialect binds a UTC timestamp column (SQLAlchemy's own processors, composed once)."""
+    process = leases.c.reserved_at.type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else (lambda value: value)
+
+
+async def insert_reservations(tx: Tx, rows: Sequence[NewReservation]) -> dict[tuple[str, str, str], int]:
     """Insert many reservations in one statement; the lease id of each symbol that was free.
 
     A symbol held by a live lease (or listed twice: the first row wins) is skipped.
+    Every row of one call shares ``reserved_at`` (the transaction's time).
     """
-    statement = (
-        tx.insert(leases)
-        .values(rows)
-        .on_conflict_do_nothing()
-        .returning(leases.c.lease_id, leases.c.repo, leases.c.branch, leases.c.fq_name)
-    )
-    return {(r.repo, r.branch, r.fq_name): int(r.lease_id) for r in await tx.conn.execute(statement)}
+    if not rows:
+        return {}
+    bind = _timestamp_binder(tx.conn.dialect)
+    now = bind(rows[0].reserved_at)
+    if tx.dialect == "postgresql":
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        params: tuple[Any, ...] = (*columns[:6], now, [bind(at) for at in columns[7]])
+        # A list of one tuple: one execution with positional parameters (not executemany).
+        result: Any = await tx.conn.exec_driver_sql(_POSTGRES_INSERT, [params])
+    else:
+        flat: list[Any] = []
+        for row in rows:
+            flat += (*row[:6], now, bind(row.expires_at), now)
+        result = await tx.conn.exec_driver_sql(_sqlite_insert(len(rows)), [tuple(flat)])
+    return {(row[1], row[2], row[3]): int(row[0]) for row in result}
 
 
 async def expire_symbols(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> list[Lease]:
@@ -164,29 +226,3 @@ async def load_latest(conn: AsyncConnection) -> Sequence[Lease]:
     )
     query = select(leases).join(newest, leases.c.lease_id == newest.c.lease_id)
     return [lease_of(row) for row in await conn.execute(query)]
-
-
-def reservation_values(
-    *,
-    repo: str,
-    branch: str,
-    fq_name: str,
-    kind: str,
-    file_path: str,
-    plan_id: str | None,
-    now: datetime,
-    expires_at: datetime,
-) -> dict[str, Any]:
-    return {
-        "repo": repo,
-        "branch": branch,
-        "fq_name": fq_name,
-        "kind": kind,
-        "file_path": file_path,
-        "plan_id": plan_id,
-        "status": "reserved",
-        "commit_sha": None,
-        "reserved_at": now,
-        "expires_at": expires_at,
-        "updated_at": now,
-    }
