@@ -296,7 +296,8 @@ async def large_graph(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             **percentiles(samples),
             "target_ms": 200.0,
             "components": report.components,
-            "note": "SCC in rustworkx + shortest cycle through each component's smallest member + alert dedupe",
+            "note": "SCC in rustworkx (members in name order) + bidirectional search for the shortest cycle through "
+                    "each component's smallest member + alert dedupe by members_key",
         }
     finally:
         await close_runtime(runtime)
