@@ -8,6 +8,7 @@ means "not given" for optional strings and ``0`` means "the default" for
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from muster._proto.srm import symbol_pb2 as pb
@@ -15,7 +16,7 @@ from muster._proto.srm import symbol_pb2_grpc as pb_grpc
 from muster.clock import isoformat
 from muster.errors import Invalid
 from muster.grpc.common import streaming, unary
-from muster.leases.metrics import RESERVES
+from muster.leases.metrics import reserves_with_status
 from muster.leases.model import (
     DEFAULT_TTL_SEC,
     ClaimInput,
@@ -27,6 +28,7 @@ from muster.leases.model import (
     ReserveInput,
     ReservePlanInput,
     lease_from_dict,
+    timestamp_text,
 )
 from muster.leases.service import LeasesService
 from muster.validation import parse
@@ -47,10 +49,14 @@ def lease_message(lease: Lease) -> pb.Lease:
         plan_id=lease.plan_id or "",
         status=lease.status,
         commit_sha=lease.commit_sha or "",
-        reserved_at=isoformat(lease.reserved_at) or "",
-        expires_at=isoformat(lease.expires_at) or "",
-        updated_at=isoformat(lease.updated_at) or "",
+        reserved_at=timestamp_text(lease.reserved_at),
+        expires_at=_optional_text(lease.expires_at),
+        updated_at=timestamp_text(lease.updated_at),
     )
+
+
+def _optional_text(moment: datetime | None) -> str:
+    return "" if moment is None else timestamp_text(moment)
 
 
 def _ttl(value: int) -> int:
@@ -82,13 +88,13 @@ class SymbolRegistryServicer(pb_grpc.SymbolRegistryServicer):
                 ReserveInput, {**_symbol(request), "plan_id": request.plan_id, "ttl_sec": _ttl(request.ttl_sec)}
             )
         except Invalid:
-            RESERVES.labels(status="invalid").inc()
+            reserves_with_status("invalid").inc()
             raise
         lease = await self.service.reserve(data)
         return pb.ReserveReply(
             lease_id=lease.lease_id,
             status=lease.status,
-            expires_at=isoformat(lease.expires_at) or "",
+            expires_at=_optional_text(lease.expires_at),
             lease=lease_message(lease),
         )
 
@@ -119,7 +125,7 @@ class SymbolRegistryServicer(pb_grpc.SymbolRegistryServicer):
         data = parse(ExtendInput, {"lease_id": request.lease_id, "ttl_sec": _ttl(request.ttl_sec)})
         lease = await self.service.extend(data)
         return pb.ExtendReply(
-            status=lease.status, expires_at=isoformat(lease.expires_at) or "", lease=lease_message(lease)
+            status=lease.status, expires_at=_optional_text(lease.expires_at), lease=lease_message(lease)
         )
 
     @streaming("SymbolRegistry/Watch")
@@ -145,7 +151,7 @@ class SymbolRegistryServicer(pb_grpc.SymbolRegistryServicer):
                 },
             )
         except Invalid:
-            RESERVES.labels(status="invalid").inc()
+            reserves_with_status("invalid").inc()
             raise
         granted = await self.service.reserve_plan(data)
         return pb.PlanReply(plan_id=data.plan_id, leases=[lease_message(lease) for lease in granted])

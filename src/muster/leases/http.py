@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from muster.errors import Invalid
 from muster.http.responses import JSON
-from muster.leases.metrics import RESERVES
+from muster.leases.metrics import reserves_with_status
 from muster.leases.model import (
     ClaimInput,
     ExtendInput,
@@ -63,7 +63,7 @@ def router(service: LeasesService) -> APIRouter:
         try:
             data = parse(ReserveInput, await _body(request))
         except Invalid:
-            RESERVES.labels(status="invalid").inc()
+            reserves_with_status("invalid").inc()
             raise
         return JSON((await service.reserve(data)).to_dict())
 
@@ -93,7 +93,7 @@ def router(service: LeasesService) -> APIRouter:
         try:
             data = parse(ReservePlanInput, await _body(request))
         except Invalid:
-            RESERVES.labels(status="invalid").inc()
+            reserves_with_status("invalid").inc()
             raise
         granted = await service.reserve_plan(data)
         return JSON({"plan_id": data.plan_id, "leases": [lease.to_dict() for lease in granted]})

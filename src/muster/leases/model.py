@@ -24,6 +24,7 @@ of a symbol ``(repo, branch, fq_name)``::
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -58,6 +59,7 @@ __all__ = [
     "release",
     "subject_of",
     "subject_prefix",
+    "timestamp_text",
 ]
 
 Status = Literal["reserved", "active", "deprecated", "released", "expired"]
@@ -248,9 +250,9 @@ class Lease:
             "plan_id": self.plan_id,
             "status": self.status,
             "commit_sha": self.commit_sha,
-            "reserved_at": isoformat(self.reserved_at),
-            "expires_at": isoformat(self.expires_at),
-            "updated_at": isoformat(self.updated_at),
+            "reserved_at": timestamp_text(self.reserved_at),
+            "expires_at": None if self.expires_at is None else timestamp_text(self.expires_at),
+            "updated_at": timestamp_text(self.updated_at),
         }
 
 
@@ -264,10 +266,23 @@ class LeaseEvent:
     ts: datetime
 
 
+# A group of concurrent reserves shares one transaction time and usually one deadline,
+# so the same few timestamps are formatted and parsed over and over: remember them.
+@functools.lru_cache(maxsize=4096)
+def timestamp_text(moment: datetime) -> str:
+    """``isoformat(moment)`` (UTC, milliseconds, ``Z``), remembered for recent timestamps."""
+    return isoformat(moment) or ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _ts(value: Any) -> datetime | None:
     if value is None:
         return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return _parse_ts(str(value))
 
 
 def lease_from_dict(data: dict[str, Any]) -> Lease:

@@ -25,7 +25,7 @@ from muster.errors import Conflict, Invalid, NotFound
 from muster.events.hub import Event, EventHub, WatchFilter
 from muster.leases import model
 from muster.leases import store as q
-from muster.leases.metrics import LOOKUP_LATENCY_MS, RESERVES
+from muster.leases.metrics import LOOKUP_LATENCY_MS, reserves_with_status
 from muster.leases.model import (
     ClaimInput,
     ExtendInput,
@@ -161,9 +161,9 @@ class LeasesService:
         try:
             lease = await future
         except Conflict:
-            RESERVES.labels(status="conflict").inc()
+            reserves_with_status("conflict").inc()
             raise
-        RESERVES.labels(status="reserved").inc()
+        reserves_with_status("reserved").inc()
         return lease
 
     async def _drain(self) -> None:
@@ -236,9 +236,9 @@ class LeasesService:
         try:
             granted = await self.store.write(op)
         except Conflict:
-            RESERVES.labels(status="conflict").inc(len(data.symbols))
+            reserves_with_status("conflict").inc(len(data.symbols))
             raise
-        RESERVES.labels(status="reserved").inc(len(granted))
+        reserves_with_status("reserved").inc(len(granted))
         return granted
 
     # -- one lease's transitions ----------------------------------------------------------
