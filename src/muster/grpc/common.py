@@ -9,6 +9,7 @@ each call is counted and timed per RPC.
 from __future__ import annotations
 
 import functools
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -42,15 +43,18 @@ def from_timestamp(stamp: Timestamp) -> datetime:
 
 
 def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """The caller's ``x-request-id`` metadata, or a new id, on every log line of this call."""
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id":
             structlog.contextvars.bind_contextvars(request_id=str(value)[:128])
             return
+    structlog.contextvars.bind_contextvars(request_id=secrets.token_hex(16))
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], rpc: str, exc: BaseException) -> None:
     if isinstance(exc, MusterError):
         GRPC_REQUESTS.labels(rpc=rpc, code=exc.grpc_code.name).inc()
+        log.info("grpc.request", rpc=rpc, code=exc.grpc_code.name, error=exc.message)
         context.set_trailing_metadata(grpc_trailing_metadata(exc))
         await context.abort(exc.grpc_code, exc.message)
     log.error("grpc.unhandled", rpc=rpc, error=repr(exc), exc_info=exc)
@@ -69,6 +73,7 @@ def unary(rpc: str) -> Callable[[UnaryMethod[Req, Resp]], UnaryMethod[Req, Resp]
         @functools.wraps(method)
         async def handler(self: Any, request: Req, context: Any) -> Resp:
             started = time.perf_counter()
+            _bind_request_id(context)
             try:
                 reply = await method(self, request, context)
             except (grpc.aio.AbortError, grpc.aio.UsageError):

@@ -92,8 +92,13 @@ class EdgeMiddleware:
                     HTTP_REQUESTS.labels(route=key[0], method=key[1], status=str(status)),
                     HTTP_LATENCY.labels(route=key[0], method=key[1]),
                 )
+            elapsed = time.perf_counter() - started
             children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            children[1].observe(elapsed)
+            if status >= 400 or elapsed > 1.0:  # successes stay quiet: metrics count them
+                (log.warning if status >= 500 else log.info)(
+                    "http.request", method=key[1], route=key[0], status=status, duration_ms=round(elapsed * 1000, 1)
+                )
             structlog.contextvars.unbind_contextvars("request_id")
 
     async def _reject(self, send: Send) -> None:
