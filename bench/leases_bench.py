@@ -81,12 +81,33 @@ def summary_ms(latencies: list[float]) -> dict[str, float]:
 # -- servers --------------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (``/proc/PID/stat`` utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 class Server:
     def __init__(self, data_dir: Path, database_url: str | None) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.http_port, self.grpc_port = free_port(), free_port()
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_door_pid(self) -> int:
+        """The gRPC door's process (split doors: a child running ``muster.server grpc``)."""
+        import psutil
+
+        assert self.process is not None
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            if child.cmdline()[-2:] == ["muster.server", "grpc"]:
+                return int(child.pid)
+        return self.process.pid  # single door process
 
     @property
     def grpc_target(self) -> str:
@@ -112,10 +133,24 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError((self.data_dir / "server.log").read_text()[-3000:])
             with contextlib.suppress(Exception):
-                if httpx.get(f"{self.http_url}/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{self.http_url}/ready", timeout=1).status_code == 200 and self._grpc_answers():
                     return
             time.sleep(0.2)
         raise RuntimeError("server not ready in 60 s")
+
+    def _grpc_answers(self) -> bool:
+        """/ready waits for the gRPC door too; check it answers anyway (any status but UNAVAILABLE)."""
+
+        async def probe() -> bool:
+            async with grpc.aio.insecure_channel(self.grpc_target) as channel:
+                stub = pb_grpc.SymbolRegistryStub(channel)
+                try:
+                    await stub.Lookup(pb.LookupRequest(repo="probe", branch="main", fq_name="probe"), timeout=2)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code() != grpc.StatusCode.UNAVAILABLE
+                return True
+
+        return asyncio.run(probe())
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -154,47 +189,59 @@ def channels(target: str, count: int) -> list[grpc.aio.Channel]:
     return [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)]
 
 
-async def reserve_throughput(target: str, clients: int, seconds: float, run: str) -> dict[str, Any]:
+async def reserve_throughput(
+    target: str, clients: int, seconds: float, run: str, door_pid: int, granted: list[str]
+) -> dict[str, Any]:
+    """Distinct symbols as fast as 64 clients can; ``granted`` gets the names that were reserved."""
     chans = channels(target, 8)
     stubs = [pb_grpc.SymbolRegistryStub(c) for c in chans]
     latencies: list[float] = []
-    errors = 0
+    errors: dict[str, int] = defaultdict(int)
     stop_at = time.perf_counter() + seconds
 
     async def client(n: int) -> None:
-        nonlocal errors
         stub, i = stubs[n % len(stubs)], 0
         while time.perf_counter() < stop_at:
-            request = pb.ReserveRequest(
-                repo=f"bench-{run}", branch="main", fq_name=f"c{n}.sym{i}", kind="function", ttl_sec=600
-            )
+            name = f"c{n}.sym{i}"
+            request = pb.ReserveRequest(repo=f"bench-{run}", branch="main", fq_name=name, kind="function", ttl_sec=600)
             started = time.perf_counter()
             try:
                 await stub.Reserve(request, timeout=30)
-            except grpc.aio.AioRpcError:
-                errors += 1
-            latencies.append(time.perf_counter() - started)
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] += 1
+            else:
+                latencies.append(time.perf_counter() - started)
+                granted.append(name)
             i += 1
 
+    cpu_before, load_before = cpu_seconds(door_pid), load_average()
     began = time.perf_counter()
     await asyncio.gather(*(client(n) for n in range(clients)))
     elapsed = time.perf_counter() - began
+    door_cpu = cpu_seconds(door_pid) - cpu_before
     for chan in chans:
         await chan.close()
     return {
         "clients": clients,
         "reserves": len(latencies),
-        "errors": errors,
+        "errors_by_code": dict(errors),
         "seconds": round(elapsed, 2),
-        "reserves_per_s": round((len(latencies) - errors) / elapsed, 1),
+        "reserves_per_s": round(len(latencies) / elapsed, 1),
         **summary_ms(latencies),
+        "grpc_door_cpu_s": round(door_cpu, 2),
+        "grpc_door_cpu_ms_per_reserve": round(1000 * door_cpu / max(1, len(latencies)), 3),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     }
 
 
-async def lookup_latency(target: str, clients: int, run: str, samples: int) -> dict[str, Any]:
+async def lookup_latency(target: str, clients: int, run: str, samples: int, granted: list[str]) -> dict[str, Any]:
+    """Look up symbols the reserve run was granted (never one whose reserve failed)."""
+    if not granted:
+        return {"skipped": "no reserve succeeded"}
     chans = channels(target, 8)
     stubs = [pb_grpc.SymbolRegistryStub(c) for c in chans]
-    names = [f"c{n}.sym0" for n in range(clients)]
+    names = random.Random(0).sample(granted, min(len(granted), 1000))
 
     def request(name: str) -> pb.LookupRequest:
         return pb.LookupRequest(repo=f"bench-{run}", branch="main", fq_name=name)
@@ -336,6 +383,48 @@ async def double_grants_in_event_log(database_url: str, repo: str) -> dict[str, 
     return {"grants_in_log": grants, "double_grants_in_log": doubles}
 
 
+# -- the bare grpc.aio ceiling ----------------------------------------------------------------------
+
+
+class _NoopRegistry(pb_grpc.SymbolRegistryServicer):
+    """Answers Reserve and Lookup at once: what grpc.aio alone costs per call."""
+
+    async def Reserve(self, request: pb.ReserveRequest, context: Any) -> pb.ReserveReply:
+        return pb.ReserveReply(lease_id=1, status="reserved", expires_at="2026-11-22T00:10:00.000Z")
+
+    async def Lookup(self, request: pb.LookupRequest, context: Any) -> pb.LookupReply:
+        return pb.LookupReply(status="reserved", file_path="")
+
+
+def serve_bare(port: int) -> None:
+    async def run() -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_SymbolRegistryServicer_to_server(_NoopRegistry(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        print("ready", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(run())
+
+
+def bench_bare(clients: int, seconds: float, samples: int) -> dict[str, Any]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--bare-server", str(port)], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()
+        progress(f"bare grpc.aio: no-op Reserve, {clients} clients, {seconds} s")
+        reserve = asyncio.run(reserve_throughput(f"127.0.0.1:{port}", clients, seconds, "bare", process.pid, []))
+        lookup = asyncio.run(lookup_latency(f"127.0.0.1:{port}", clients, "bare", samples, ["c0.sym0"]))
+    finally:
+        process.kill()
+        process.wait()
+    return {"reserve": reserve, "lookup": lookup}
+
+
 # -- driver ---------------------------------------------------------------------------------------
 
 
@@ -353,9 +442,16 @@ def bench_engine(engine: str, clients: int, seconds: float, samples: int) -> dic
         stack.callback(server.stop)
         run = uuid.uuid4().hex[:6]
         progress(f"{engine}: reserve throughput, {clients} clients, {seconds} s")
-        reserve = asyncio.run(reserve_throughput(server.grpc_target, clients, seconds, run))
-        progress(f"{engine}: {reserve['reserves_per_s']} reserves/s; lookup latency")
-        lookup = asyncio.run(lookup_latency(server.grpc_target, clients, run, samples))
+        granted: list[str] = []
+        reserve = asyncio.run(
+            reserve_throughput(server.grpc_target, clients, seconds, run, server.grpc_door_pid, granted)
+        )
+        progress(
+            f"{engine}: {reserve['reserves_per_s']} reserves/s, "
+            f"{reserve['grpc_door_cpu_ms_per_reserve']} ms gRPC-door CPU per reserve, "
+            f"errors {reserve['errors_by_code']}; lookup latency"
+        )
+        lookup = asyncio.run(lookup_latency(server.grpc_target, clients, run, samples, granted))
         lookup["server_side_p99_ms_at_most"] = server_side_lookup_p99(server.http_url)
         progress(f"{engine}: contention on 100 symbols, {seconds} s")
         contended = asyncio.run(contention(server.grpc_target, clients, seconds, run))
@@ -370,11 +466,17 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--lookup-samples", type=int, default=3000)
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare grpc.aio ceiling")
+    parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.bare_server:
+        serve_bare(options.bare_server)
+        return 0
     results: dict[str, Any] = {
         "benchmark": "leases",
         "date": datetime.now(UTC).date().isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "load_average_at_start": load_average(),
         "targets": TARGETS,
         "engines": {},
     }
@@ -383,12 +485,14 @@ def main() -> int:
         outcome["vs_targets"] = {
             "reserves_per_s_ratio": round(outcome["reserve"]["reserves_per_s"] / TARGETS["reserves_per_s"], 2),
             "lookup_p99_one_client_ratio": round(
-                outcome["lookup"]["one_client"]["p99_ms"] / TARGETS["lookup_p99_ms"], 2
+                outcome["lookup"].get("one_client", {}).get("p99_ms", float("nan")) / TARGETS["lookup_p99_ms"], 2
             ),
             "double_grants": outcome["contention"]["double_grants_seen_by_clients"]
             + outcome["contention"]["double_grants_in_log"],
         }
         results["engines"][engine] = outcome
+    if not options.no_bare:
+        results["bare_grpc"] = bench_bare(options.clients, options.seconds, options.lookup_samples)
     print(json.dumps(results, indent=2))
     doubles = sum(e["vs_targets"]["double_grants"] for e in results["engines"].values())
     return 1 if doubles else 0
