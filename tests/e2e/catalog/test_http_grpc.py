@@ -364,3 +364,19 @@ def test_both_door_processes_write_one_sqlite_file_without_lock_errors(server_fa
     listed = httpx.get(f"{server.http_url}/services", params={"limit": 1000}).json()["services"]
     assert 300 == len(listed)
     assert "database is locked" not in server.logs()
+
+
+def test_logs_are_json_lines_carrying_the_request_id(shared_server: ServerProcess) -> None:
+    """A rejected request is logged as one JSON object with its route, status and the caller's request id."""
+    url = f"{shared_server.http_url}/heartbeat"
+    httpx.put(url, json={"service_id": "nobody"}, headers={"x-request-id": "trace-42"})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        records = [json.loads(line) for line in shared_server.logs().splitlines() if line.startswith("{")]
+        mine = [r for r in records if r.get("request_id") == "trace-42" and r.get("event") == "http.request"]
+        if mine:
+            break
+        time.sleep(0.1)
+    assert [("/heartbeat", 404, "http")] == [(r["route"], r["status"], r["door"]) for r in mine]
+    plain = [line for line in shared_server.logs().splitlines() if line.strip() and not line.startswith("{")]
+    assert [] == plain
