@@ -101,7 +101,7 @@ class EventHub:
     async def start(self, position: int | None = None) -> None:
         """Start following after ``position`` (default: the current head)."""
         self.position = await self.head() if position is None else position
-        self.store.on_commit(self.advance_to)
+        self.store.on_commit(self.committed)
         if self.store.dialect == "postgresql":
             await self._listen()
         self._task = asyncio.create_task(self._run(), name="muster-event-hub")
@@ -146,6 +146,23 @@ class EventHub:
     def poke(self) -> None:
         self._wake.set()
 
+    async def committed(self, rows: list[dict[str, Any]]) -> None:
+        """Events this process just committed: applied from memory when they follow on.
+
+        If they continue exactly from this hub's position without a gap, nothing
+        needs reading back from the table; if another process's events come
+        first or in between, the table is read as usual. Either way, return once
+        all of them are applied.
+        """
+        first = self.position + 1
+        if rows and all(row["revision"] == first + i for i, row in enumerate(rows)):
+            for row in rows:
+                self._dispatch(Event(row["revision"], row["kind"], row["subject"], row["payload"], row["ts"]))
+            self._release_waiters()
+            return
+        if rows:
+            await self.advance_to(rows[-1]["revision"])
+
     async def _run(self) -> None:
         poll = self._poll_interval if self.store.dialect == "sqlite" else max(self._poll_interval, 1.0)
         while True:
@@ -172,6 +189,8 @@ class EventHub:
         return len(rows) == _PAGE
 
     def _dispatch(self, event: Event) -> None:
+        if event.revision <= self.position:  # already applied (from memory, or an overlapping read)
+            return
         for applier in self._appliers:
             try:
                 applier(event)

@@ -104,7 +104,7 @@ class Store:
         self.url = url
         self.clock: Clock = clock or SystemClock()
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
-        self._on_commit: list[Callable[[int], Awaitable[None]]] = []
+        self._on_commit: list[Callable[[list[dict[str, Any]]], Awaitable[None]]] = []
         self._writer_queue: asyncio.Queue[tuple[WriteOp[Any], asyncio.Future[Any]]] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -163,8 +163,12 @@ class Store:
 
         return engine
 
-    def on_commit(self, callback: Callable[[int], Awaitable[None]]) -> None:
-        """Call ``callback(last_revision)`` after every commit that appended events."""
+    def on_commit(self, callback: Callable[[list[dict[str, Any]]], Awaitable[None]]) -> None:
+        """After every commit that appended events, call ``callback(rows)`` with those event rows.
+
+        Rows are dicts with ``revision``, ``kind``, ``subject``, ``payload`` and ``ts``, in revision
+        order; callers are answered only once every callback has returned.
+        """
         self._on_commit.append(callback)
 
     async def close(self) -> None:
@@ -211,9 +215,9 @@ class Store:
         await self._writer_queue.put((op, future))
         return await future
 
-    async def _notify(self, revision: int) -> None:
+    async def _notify(self, rows: list[dict[str, Any]]) -> None:
         for callback in self._on_commit:
-            await callback(revision)
+            await callback(rows)
 
     async def _group_writer(self) -> None:
         assert self._writer_queue is not None
@@ -237,18 +241,19 @@ class Store:
         after it wrote, the group is rolled back and replayed with a SAVEPOINT
         per operation, so only that operation's writes are undone.
         """
+        committed: list[dict[str, Any]] = []
         try:
             try:
-                outcomes = await self._run_group(batch, savepoints=False)
+                outcomes = await self._run_group(batch, savepoints=False, committed=committed)
                 if outcomes is None:
-                    outcomes = await self._run_group(batch, savepoints=True)
+                    outcomes = await self._run_group(batch, savepoints=True, committed=committed)
             except _Retry:
                 # Another process's group holds locks ours needs and vice versa:
                 # PostgreSQL broke the cycle by failing us. Replay each op in a
                 # transaction of its own, where locks are taken in one op's order.
                 outcomes = []
                 for item in batch:
-                    outcomes.extend(await self._run_alone(item))
+                    outcomes.extend(await self._run_alone(item, committed))
         except Exception as exc:
             log.error("store.commit_failed", error=repr(exc))
             failure = Unavailable(f"store write failed: {exc.__class__.__name__}")
@@ -257,10 +262,9 @@ class Store:
                     future.set_exception(failure)
             return
         assert outcomes is not None
-        last_revision = max((rev for _, _, _, rev in outcomes), default=0)
-        if last_revision:
+        if committed:
             try:
-                await self._notify(last_revision)
+                await self._notify(committed)
             except Exception as exc:
                 log.error("store.notify_failed", error=repr(exc))
         for future, value, error, _ in outcomes:
@@ -272,11 +276,11 @@ class Store:
                 future.set_result(value)
 
     async def _run_alone(
-        self, item: tuple[WriteOp[Any], asyncio.Future[Any]]
+        self, item: tuple[WriteOp[Any], asyncio.Future[Any]], committed: list[dict[str, Any]]
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None, int]]:
         for attempt in range(_RETRIES):
             try:
-                outcomes = await self._run_group([item], savepoints=True)
+                outcomes = await self._run_group([item], savepoints=True, committed=committed)
                 assert outcomes is not None
                 return outcomes
             except _Retry:
@@ -284,9 +288,16 @@ class Store:
         return [(item[1], None, Unavailable("write kept deadlocking with other writers; retry"), 0)]
 
     async def _run_group(
-        self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]], *, savepoints: bool
+        self,
+        batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]],
+        *,
+        savepoints: bool,
+        committed: list[dict[str, Any]],
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None, int]] | None:
-        """Run the group in one transaction; ``None`` means "replay with savepoints"."""
+        """Run the group in one transaction; ``None`` means "replay with savepoints".
+
+        The event rows it commits are appended to ``committed``.
+        """
         savepoints = savepoints or self.dialect == "postgresql"
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None, list[PendingEvent], datetime]] = []
         async with self.write_engine.connect() as conn:
@@ -310,8 +321,9 @@ class Store:
                     results.append((future, None, exc, [], tx.now))
                     continue
                 results.append((future, value, None, list(tx.pending), tx.now))
-            revisions = await self._append_group_events(conn, [(events_, now) for *_, events_, now in results])
+            revisions, rows = await self._append_group_events(conn, [(events_, now) for *_, events_, now in results])
             await conn.commit()
+            committed.extend(rows)
         return [
             (future, value, error, revision)
             for (future, value, error, _, _), revision in zip(results, revisions, strict=True)
@@ -319,10 +331,10 @@ class Store:
 
     async def _append_group_events(
         self, conn: AsyncConnection, per_op: list[tuple[list[PendingEvent], datetime]]
-    ) -> list[int]:
-        """Append every op's events with one statement; return each op's last revision (0: none)."""
+    ) -> tuple[list[int], list[dict[str, Any]]]:
+        """Append every op's events with one statement; each op's last revision (0: none), and the rows."""
         if not any(pending for pending, _ in per_op):
-            return [0] * len(per_op)
+            return [0] * len(per_op), []
         if self.dialect == "postgresql":
             # Serialise appends until commit so revisions become visible in order;
             # the NOTIFY is delivered on commit and only wakes other processes' hubs.
@@ -340,7 +352,7 @@ class Store:
                 )
             last.append(head if pending else 0)
         await conn.execute(insert(events), rows)
-        return last
+        return last, rows
 
 
 def null_pool_engine(url: str) -> AsyncEngine:
