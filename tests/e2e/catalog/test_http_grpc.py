@@ -372,13 +372,19 @@ def test_logs_are_json_lines_carrying_the_request_id(shared_server: ServerProces
     httpx.put(url, json={"service_id": "nobody"}, headers={"x-request-id": "trace-42"})
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        records = [json.loads(line) for line in shared_server.logs().splitlines() if line.startswith("{")]
+        lines = _whole_log(shared_server)
+        records = [json.loads(line) for line in lines if line.startswith("{")]
         mine = [r for r in records if r.get("request_id") == "trace-42" and r.get("event") == "http.request"]
         if mine:
             break
         time.sleep(0.1)
     assert [("/heartbeat", 404, "http")] == [(r["route"], r["status"], r["door"]) for r in mine]
     # stdout carries only the MUSTER_READY handshake lines; everything else is a JSON log record.
-    lines = [line for line in shared_server.logs().splitlines() if line.strip()]
+    lines = [line for line in _whole_log(shared_server) if line.strip()]
     plain = [line for line in lines if not line.startswith(("{", "MUSTER_READY "))]
     assert [] == plain
+
+
+def _whole_log(server: ServerProcess) -> list[str]:
+    assert server.log_path is not None
+    return server.log_path.read_text().splitlines()
