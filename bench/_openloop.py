@@ -12,11 +12,13 @@ import time
 from typing import Any
 
 
-async def _client(host: str, port: int, request: bytes, rate: float, seconds: float, latencies: list[float],
-                  errors: list[int]) -> None:
+async def _client(host: str, port: int, request: bytes, rate: float, seconds: float, phase: float,
+                  latencies: list[float], errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     interval = 1.0 / rate
-    start = time.perf_counter() + interval * (hash(id(latencies)) % 100) / 100
+    # Clients are spread evenly over one interval, as independent clients would be,
+    # rather than all firing at the same instant.
+    start = time.perf_counter() + interval * phase
     sent = 0
     while True:
         scheduled = start + sent * interval
@@ -45,8 +47,8 @@ def run(url_path: str, host: str, port: int, *, clients: int, rate_per_client: f
     errors: list[int] = []
 
     async def main() -> None:
-        await asyncio.gather(*(_client(host, port, request, rate_per_client, seconds, latencies, errors)
-                               for _ in range(clients)))
+        await asyncio.gather(*(_client(host, port, request, rate_per_client, seconds, k / clients, latencies, errors)
+                               for k in range(clients)))
 
     asyncio.run(main())
     latencies.sort()
