@@ -75,9 +75,18 @@ class HeartbeatMonitor:
         """One pass over the catalog; returns what was acted on."""
         catalog = self.catalog
         await catalog.flush()
-        async with catalog.store.read() as conn:
-            records = await q.load_services(conn)
         now = catalog.clock.now()
+        # Candidates come from memory (this process's index: every service, with
+        # beats flushed by other processes up to a second old). Only they are
+        # read back and judged again from the store, which is the truth and the
+        # guard of every update below: a service whose newer beat this process
+        # has not seen yet is left alone there.
+        suspects = [r.service_id for r in catalog.index.by_id.values() if judge(r, now, catalog.thresholds)]
+        if not suspects:
+            await self._record_check()
+            return []
+        async with catalog.store.read() as conn:
+            records = await q.get_services(conn, suspects)
         verdicts = [(r, v) for r in records if (v := judge(r, now, catalog.thresholds)) is not None]
         impacts = {r.service_id: self._impact(r) for r, v in verdicts if v.action == "marked_down"}
 
@@ -93,6 +102,18 @@ class HeartbeatMonitor:
 
         acted = await catalog.store.write(op)
         MONITOR_SWEEPS.labels(outcome="ok").inc()
+        self._log(acted)
+        return acted
+
+    async def _record_check(self) -> None:
+        async def op(tx: Tx) -> None:
+            await q.put_state(tx.conn, "last_check", isoformat(tx.now), tx.insert)
+
+        await self.catalog.store.write(op)
+        MONITOR_SWEEPS.labels(outcome="ok").inc()
+
+    @staticmethod
+    def _log(acted: list[tuple[ServiceRecord, Verdict]]) -> None:
         for record, verdict in acted:
             log.info(
                 "monitor.acted",
@@ -101,7 +122,6 @@ class HeartbeatMonitor:
                 action=verdict.action,
                 missed_beats=verdict.missed_beats,
             )
-        return acted
 
     def _impact(self, record: ServiceRecord) -> list[str] | None:
         provider = self.catalog.impact_provider

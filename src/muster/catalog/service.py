@@ -102,7 +102,7 @@ class CatalogService:
         self.flush_interval = flush_interval
         self.impact_provider: ImpactProvider | None = None
         self._pending_beats: dict[str, dict[str, Any]] = {}
-        self._watermark: datetime | None = None
+        self._refreshed_at: datetime | None = None
         self._task: asyncio.Task[None] | None = None
         hub.add_applier(self._apply)
 
@@ -114,7 +114,7 @@ class CatalogService:
             records = await q.load_services(conn)
         for record in records:
             self.index.put(record)
-        self._watermark = max((r.last_heartbeat_ts for r in records if r.last_heartbeat_ts), default=None)
+        self._refreshed_at = self.clock.now()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._soft_state_loop(), name="muster-catalog-soft-state")
@@ -300,22 +300,29 @@ class CatalogService:
         return len(beats)
 
     async def refresh_soft_state(self) -> None:
-        """Pick up heartbeat metrics that other processes wrote to the store."""
-        # Rows another process flushes carry beat times at most one flush interval
-        # (plus commit latency) older than when they land: re-read that window only.
+        """Pick up heartbeat metrics that other processes wrote to the store.
+
+        A row another process flushes carries beat times at most one flush
+        interval (plus commit latency) older than the moment it lands, so rows
+        landed since the previous refresh all have beat times after that
+        refresh's time minus this margin: that window is all that is read. When
+        beats stop, the window moves on with the clock and reads nothing.
+        """
+        now = self.clock.now()
         margin = timedelta(seconds=self.flush_interval + 0.5)
-        since = (self._watermark - margin) if self._watermark else datetime.min.replace(tzinfo=self.clock.now().tzinfo)
+        since = (self._refreshed_at - margin) if self._refreshed_at else now - timedelta(days=3650)
         async with self.store.read() as conn:
             rows = await q.soft_state_since(conn, since)
-        for row in rows:
+        self._refreshed_at = now
+        for position, row in enumerate(rows, 1):
             record = self.index.get(row.service_id)
-            if record is None or row.last_heartbeat_ts is None:
-                continue
-            if record.last_heartbeat_ts is None or row.last_heartbeat_ts > record.last_heartbeat_ts:
+            if record is not None and row.last_heartbeat_ts is not None and (
+                record.last_heartbeat_ts is None or row.last_heartbeat_ts > record.last_heartbeat_ts
+            ):
                 record.last_heartbeat_ts = row.last_heartbeat_ts
                 record.p95_ms, record.queue_depth, record.load = row.p95_ms, row.queue_depth, row.load
-            if self._watermark is None or row.last_heartbeat_ts > self._watermark:
-                self._watermark = row.last_heartbeat_ts
+            if position % 500 == 0:
+                await asyncio.sleep(0)  # a big refresh must not hold up requests
 
     async def _soft_state_loop(self) -> None:
         refresh_every = max(1.0, self.flush_interval)

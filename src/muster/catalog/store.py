@@ -15,6 +15,7 @@ __all__ = [
     "delete_service",
     "flush_beats",
     "get_service",
+    "get_services",
     "get_state",
     "insert_alert",
     "insert_service",
@@ -72,6 +73,16 @@ async def delete_service(conn: AsyncConnection, service_id: str) -> ServiceRecor
 async def get_service(conn: AsyncConnection, service_id: str) -> ServiceRecord | None:
     row = (await conn.execute(select(services).where(services.c.service_id == service_id))).first()
     return None if row is None else _record(row)
+
+
+async def get_services(conn: AsyncConnection, service_ids: list[str]) -> list[ServiceRecord]:
+    """The given services (those that exist), read in chunks that any engine binds."""
+    records: list[ServiceRecord] = []
+    for start in range(0, len(service_ids), 500):
+        chunk = service_ids[start : start + 500]
+        rows = await conn.execute(select(services).where(services.c.service_id.in_(chunk)))
+        records += [_record(row) for row in rows]
+    return records
 
 
 async def load_services(conn: AsyncConnection) -> list[ServiceRecord]:
