@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import os
 import shutil
 import signal
@@ -70,6 +71,9 @@ async def build_runtime(settings: Settings, *, clock: Any = None) -> Any:
     for context in runtime.contexts.values():
         await context.load()
     await hub.start(position)
+    # Everything loaded so far lives as long as the process: keep it out of the
+    # cyclic collector's full passes, which would otherwise walk it again and again.
+    gc.freeze()
     catalog.start()
     for context in runtime.contexts.values():
         context.start()

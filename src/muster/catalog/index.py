@@ -65,7 +65,7 @@ class CatalogIndex:
     be up to ``rank_ttl`` seconds old.
     """
 
-    def __init__(self, *, rank_ttl: float = 0.25) -> None:
+    def __init__(self, *, rank_ttl: float = 1.0) -> None:
         self.by_id: dict[str, ServiceRecord] = {}
         self.generation = 0
         self.rank_ttl = rank_ttl
