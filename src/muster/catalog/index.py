@@ -155,6 +155,10 @@ class CatalogIndex:
             candidates.sort(key=len)
             ids = candidates[0].intersection(*candidates[1:]) if len(candidates) > 1 else candidates[0]
             pool = (self.by_id[sid] for sid in ids)
+            if query.status is None and not query.label:
+                # name, type, role and caps are settled by the sets above: only liveness is left.
+                matching: Iterable[ServiceRecord] = (r for r in pool if r.status != "down")
+                return heapq.nsmallest(query.limit, matching, key=ServiceRecord.rank)
         else:
             pool = self.by_id.values()
         matching = (record for record in pool if record.matches(query))

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import structlog
 from sqlalchemy import event, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -83,6 +84,14 @@ class Tx:
 WriteOp = Callable[[Tx], Awaitable[T]]
 
 
+def _orjson_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# JSON columns (event payloads above all) encoded and decoded by orjson, not the stdlib.
+_JSON_CODEC: dict[str, Any] = {"json_serializer": _orjson_text, "json_deserializer": orjson.loads}
+
+
 class _Retry(Exception):
     """The group must be replayed: PostgreSQL aborted it (deadlock or serialization failure)."""
 
@@ -114,10 +123,12 @@ class Store:
             self.write_engine = self._sqlite_engine(writer=True)
         else:
             self.read_engine = create_async_engine(
-                url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800
+                url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800, **_JSON_CODEC
             )
             # The group-commit writer needs one connection (two while a replay overlaps).
-            self.write_engine = create_async_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=True)
+            self.write_engine = create_async_engine(
+                url, pool_size=2, max_overflow=0, pool_pre_ping=True, **_JSON_CODEC
+            )
 
     # -- set-up -------------------------------------------------------------
 
@@ -139,6 +150,7 @@ class Store:
             # One writer connection per process; reads get a small pool of their own.
             pool_size=1 if writer else 4,
             max_overflow=0 if writer else 4,
+            **_JSON_CODEC,
         )
 
         @event.listens_for(engine.sync_engine, "connect")
