@@ -88,8 +88,13 @@ def _orjson_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def _orjson_value(value: Any) -> Any:
+    # SQLite gives a JSON column numeric affinity: a stored number comes back already a number.
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
+
+
 # JSON columns (event payloads above all) encoded and decoded by orjson, not the stdlib.
-_JSON_CODEC: dict[str, Any] = {"json_serializer": _orjson_text, "json_deserializer": orjson.loads}
+_JSON_CODEC: dict[str, Any] = {"json_serializer": _orjson_text, "json_deserializer": _orjson_value}
 
 
 class _Retry(Exception):
