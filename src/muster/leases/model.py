@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -70,24 +70,6 @@ MAX_PLAN_SYMBOLS = 500
 MAX_LEASE_ID = (1 << 63) - 1
 
 # What a symbol is; the set is closed so consumers can rely on it.
-KINDS = (
-    "class",
-    "constant",
-    "enum",
-    "field",
-    "function",
-    "interface",
-    "macro",
-    "method",
-    "module",
-    "package",
-    "property",
-    "struct",
-    "test",
-    "trait",
-    "type",
-    "variable",
-)
 Kind = Literal[
     "class",
     "constant",
@@ -106,6 +88,7 @@ Kind = Literal[
     "type",
     "variable",
 ]
+KINDS: tuple[str, ...] = get_args(Kind)
 
 # ``org/app`` and ``demo`` are repos; no spaces or control characters.
 Repo = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")]
