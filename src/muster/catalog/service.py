@@ -150,7 +150,7 @@ class CatalogService:
                 status="ok",
                 registered_at=tx.now,
             )
-            await q.insert_service(tx.conn, record)
+            await q.insert_service(tx, record)
             tx.emit("catalog.registered", record.service_id, {"service": record.to_dict()})
             return Registered(record.service_id, record.registered_at)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from muster.catalog.model import AlertRecord, ServiceRecord
 from muster.catalog.schema import alerts, monitor_state, services
+from muster.store.engine import Tx, sqlite_timestamp
 
 __all__ = [
     "delete_service",
@@ -55,11 +57,33 @@ _INSERT_SERVICE = insert(services)
 _INSERT_ALERT = insert(alerts).returning(alerts.c.alert_id)
 
 
-async def insert_service(conn: AsyncConnection, record: ServiceRecord) -> None:
+_SERVICE_COLUMNS = (
+    "service_id", "name", "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k",
+    "heartbeat_interval_s", "ttl_s", "status", "registered_at", "last_heartbeat_ts", "p95_ms", "queue_depth", "load",
+)
+_INSERT_SERVICE_SQLITE = (
+    f"INSERT INTO services ({', '.join(_SERVICE_COLUMNS)}) VALUES ({', '.join('?' * len(_SERVICE_COLUMNS))})"
+)
+
+
+async def insert_service(tx: Tx, record: ServiceRecord) -> None:
+    if tx.dialect == "sqlite":  # the registration hot path: one driver call, values in stored form
+        await tx.sqlite_execute(
+            _INSERT_SERVICE_SQLITE,
+            (
+                record.service_id, record.name, record.type, record.role, record.url,
+                orjson.dumps(record.caps).decode(), orjson.dumps(record.labels).decode(),
+                record.ctx_limit, record.cost_hint_usd_per_1k, record.heartbeat_interval_s, record.ttl_s,
+                record.status, sqlite_timestamp(record.registered_at),
+                sqlite_timestamp(record.last_heartbeat_ts) if record.last_heartbeat_ts else None,
+                record.p95_ms, record.queue_depth, record.load,
+            ),
+        )
+        return
     values = record.to_dict()
     values["registered_at"] = record.registered_at
     values["last_heartbeat_ts"] = record.last_heartbeat_ts
-    await conn.execute(_INSERT_SERVICE, values)
+    await tx.conn.execute(_INSERT_SERVICE, values)
 
 
 async def delete_service(conn: AsyncConnection, service_id: str) -> ServiceRecord | None:
@@ -150,10 +174,7 @@ async def flush_beats(conn: AsyncConnection, beats: list[dict[str, Any]]) -> Non
     if not beats:
         return
     if conn.dialect.name == "sqlite":
-        rows = [
-            (b["ts"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), b["p95"], b["queue"], b["ld"], b["sid"])
-            for b in beats
-        ]
+        rows = [(sqlite_timestamp(b["ts"]), b["p95"], b["queue"], b["ld"], b["sid"]) for b in beats]
         await conn.exec_driver_sql(_FLUSH_SQLITE, rows)
     else:
         await conn.execute(_FLUSH, beats)
