@@ -353,7 +353,13 @@ class WorkerPool:
             return await worker.client.call(session_id, tool, **parameters)
         except ToolFailed:
             raise
-        except MusterError:  # UNAVAILABLE, or UNKNOWN "stream removed" when the process dies mid-call
+        except (MusterError, asyncio.CancelledError) as exc:
+            # UNAVAILABLE, or UNKNOWN "stream removed" when the process dies mid-call; or
+            # CancelledError when the monitor, replacing a dead worker, closed its channel
+            # under this call. A cancellation of the caller itself still propagates.
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+                raise
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.wait(), worker.stop_grace_s)
             if worker.returncode is None:
