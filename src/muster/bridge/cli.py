@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Callable
 
 from muster.bridge.process import WorkerOptions, serve
 from muster.errors import MusterError
+from muster.logs import configure_logging
 
 __all__ = ["configure_parser", "run"]
 
@@ -98,11 +98,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM; the exit code (2 for bad options, 1 when serving failed)."""
-    logging.basicConfig(
-        level=str(args.log_level).upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s bridge[%(process)d] %(name)s: %(message)s",
-    )
+    configure_logging(str(args.log_level).lower(), door="bridge")
     try:
         # uvloop (installed with uvicorn[standard]) cuts the event loop's share of each call.
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
