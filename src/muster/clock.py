@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "isoformat"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "isoformat", "parse_isoformat"]
 
 
 class Clock(Protocol):
@@ -39,3 +39,10 @@ def isoformat(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_isoformat(value: object) -> datetime | None:
+    """The inverse of :func:`isoformat` (also takes ``+00:00`` offsets); ``None`` or ``""`` give ``None``."""
+    if value is None or value == "":
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))

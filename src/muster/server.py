@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from muster._loop import fast_loop_factory
 from muster.config import Settings
 
 __all__ = ["build_runtime", "serve", "serve_doors"]
@@ -245,17 +246,9 @@ def serve(settings: Settings) -> int:
     )
     # Both door processes run on uvloop: measured, it cut the gRPC door's CPU per
     # registration by a fifth, and the gRPC end-to-end suite passes on it.
-    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
         return runner.run(serve_doors(settings, {"http"}, ready=_print_ready, child=child))
 
-
-def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard] on Linux and macOS
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def _print_ready(line: str) -> None:
@@ -318,7 +311,7 @@ def _door_main(door: str) -> None:
     _set_parent_death_signal()
     settings = Settings()
     configure_logging(settings.log_level, door=door)
-    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
         runner.run(serve_doors(settings, {door}, ready=_print_ready))
 
 

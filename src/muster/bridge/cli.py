@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
 
+from muster._loop import fast_loop_factory
 from muster.bridge.process import WorkerOptions, serve
 from muster.errors import MusterError
 from muster.logs import configure_logging
@@ -87,21 +87,11 @@ def _options(args: argparse.Namespace) -> WorkerOptions:
     )
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard] on Linux and macOS
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM; the exit code (2 for bad options, 1 when serving failed)."""
     configure_logging(str(args.log_level).lower(), door="bridge")
     try:
-        # uvloop (installed with uvicorn[standard]) cuts the event loop's share of each call.
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
             return runner.run(serve(_options(args)))
     except MusterError as exc:
         print(f"muster bridge: {exc}", file=sys.stderr)

@@ -20,17 +20,13 @@ from muster.catalog.model import (
 )
 from muster.catalog.service import BeatAck, CatalogService
 from muster.errors import Invalid, MusterError
-from muster.grpc.common import from_timestamp, streaming, timestamp, unary
+from muster.grpc.common import from_timestamp, present_fields, streaming, timestamp, unary
 from muster.observability import HEARTBEATS
 from muster.validation import parse
 
 __all__ = ["MAX_BEATS_PER_BATCH", "CatalogServicer", "service_message"]
 
 MAX_BEATS_PER_BATCH = 1000
-
-
-def _optional(message: Any, *names: str) -> dict[str, Any]:
-    return {name: getattr(message, name) for name in names if message.HasField(name)}
 
 
 def service_message(record: ServiceRecord) -> pb.Service:
@@ -71,7 +67,7 @@ def _alert_message(alert: AlertRecord) -> pb.Alert:
 
 def _beat_input(request: pb.HeartbeatRequest) -> HeartbeatInput:
     data: dict[str, Any] = {"service_id": request.service_id, "status": request.status or "ok"}
-    data.update(_optional(request, "p95_ms", "queue_depth", "load"))
+    data.update(present_fields(request, "p95_ms", "queue_depth", "load"))
     return parse(HeartbeatInput, data)
 
 
@@ -97,7 +93,7 @@ class CatalogServicer(pb_grpc.CatalogServicer):
         }
         if request.role:
             data["role"] = request.role
-        data.update(_optional(request, "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s"))
+        data.update(present_fields(request, "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s"))
         registered = await self.catalog.register(parse(RegisterInput, data))
         return pb.RegisterReply(service_id=registered.service_id, registered_at=timestamp(registered.registered_at))
 
@@ -126,7 +122,7 @@ class CatalogServicer(pb_grpc.CatalogServicer):
     @unary("Catalog/Discover")
     async def Discover(self, request: pb.DiscoverRequest, context: Any) -> pb.DiscoverReply:
         data: dict[str, Any] = {"cap": list(request.cap), "label": list(request.label)}
-        data.update(_optional(request, "name", "type", "role", "status", "limit"))
+        data.update(present_fields(request, "name", "type", "role", "status", "limit"))
         records = self.catalog.discover(parse(DiscoverQuery, data))
         return pb.DiscoverReply(services=[service_message(r) for r in records])
 

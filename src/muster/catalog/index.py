@@ -13,23 +13,17 @@ import heapq
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from muster.catalog.model import DiscoverQuery, ServiceRecord
+from muster.clock import parse_isoformat
 from muster.events.hub import Event
 
 __all__ = ["CatalogIndex", "record_from_dict"]
 
 
-def _ts(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
 def record_from_dict(data: dict[str, Any]) -> ServiceRecord:
-    registered_at = _ts(data["registered_at"])
+    registered_at = parse_isoformat(data["registered_at"])
     assert registered_at is not None
     return ServiceRecord(
         service_id=data["service_id"],
@@ -45,7 +39,7 @@ def record_from_dict(data: dict[str, Any]) -> ServiceRecord:
         ttl_s=int(data["ttl_s"]),
         status=data["status"],
         registered_at=registered_at,
-        last_heartbeat_ts=_ts(data.get("last_heartbeat_ts")),
+        last_heartbeat_ts=parse_isoformat(data.get("last_heartbeat_ts")),
         p95_ms=data.get("p95_ms"),
         queue_depth=data.get("queue_depth"),
         load=data.get("load"),
@@ -180,6 +174,6 @@ class CatalogIndex:
             record = self.by_id.get(payload["service_id"])
             if record is not None:
                 self.set_status(record.service_id, payload["status"])
-                seen = _ts(payload.get("last_heartbeat_ts"))
+                seen = parse_isoformat(payload.get("last_heartbeat_ts"))
                 if seen is not None and (record.last_heartbeat_ts is None or seen > record.last_heartbeat_ts):
                     record.last_heartbeat_ts = seen

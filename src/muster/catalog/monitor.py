@@ -82,11 +82,10 @@ class HeartbeatMonitor:
         # guard of every update below: a service whose newer beat this process
         # has not seen yet is left alone there.
         suspects = [r.service_id for r in catalog.index.by_id.values() if judge(r, now, catalog.thresholds)]
-        if not suspects:
-            await self._record_check()
-            return []
-        async with catalog.store.read() as conn:
-            records = await q.get_services(conn, suspects)
+        records: list[ServiceRecord] = []
+        if suspects:
+            async with catalog.store.read() as conn:
+                records = await q.get_services(conn, suspects)
         verdicts = [(r, v) for r in records if (v := judge(r, now, catalog.thresholds)) is not None]
         impacts = {r.service_id: self._impact(r) for r, v in verdicts if v.action == "marked_down"}
 
@@ -104,13 +103,6 @@ class HeartbeatMonitor:
         MONITOR_SWEEPS.labels(outcome="ok").inc()
         self._log(acted)
         return acted
-
-    async def _record_check(self) -> None:
-        async def op(tx: Tx) -> None:
-            await q.put_state(tx.conn, "last_check", isoformat(tx.now), tx.insert)
-
-        await self.catalog.store.write(op)
-        MONITOR_SWEEPS.labels(outcome="ok").inc()
 
     @staticmethod
     def _log(acted: list[tuple[ServiceRecord, Verdict]]) -> None:

@@ -34,7 +34,7 @@ from muster.catalog.model import (
     RegisterInput,
     ServiceRecord,
 )
-from muster.clock import Clock, isoformat
+from muster.clock import Clock, isoformat, parse_isoformat
 from muster.errors import NotFound
 from muster.events.hub import EventHub
 from muster.store.engine import Store, Tx
@@ -273,7 +273,7 @@ class CatalogService:
             healthy_services=counts.get("ok", 0),
             degraded_services=counts.get("degraded", 0),
             down_services=counts.get("down", 0),
-            last_check=datetime.fromisoformat(last_check.replace("Z", "+00:00")) if last_check else None,
+            last_check=parse_isoformat(last_check),
         )
 
     async def alerts(self, *, limit: int = 100, since: datetime | None = None) -> list[AlertRecord]:

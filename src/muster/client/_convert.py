@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -11,7 +10,9 @@ from muster._proto.muster.v1 import catalog_pb2 as pb
 from muster._proto.muster.v1 import events_pb2 as events_pb
 from muster.catalog.model import AlertRecord, ServiceRecord
 from muster.catalog.service import BeatAck, Registered, Stats
+from muster.clock import parse_isoformat as parse_ts
 from muster.events.hub import Event
+from muster.grpc.common import field_or_none, timestamp_or_none
 
 __all__ = [
     "ack_from_message",
@@ -25,22 +26,8 @@ __all__ = [
 ]
 
 
-def parse_ts(value: Any) -> datetime | None:
-    if value is None or value == "":
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def _ts(message: Any, name: str) -> datetime | None:
-    return message.__getattribute__(name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None
-
-
-def _opt(message: Any, name: str) -> Any:
-    return getattr(message, name) if message.HasField(name) else None
-
-
 def record_from_message(message: pb.Service) -> ServiceRecord:
-    registered_at = _ts(message, "registered_at")
+    registered_at = timestamp_or_none(message, "registered_at")
     assert registered_at is not None
     return ServiceRecord(
         service_id=message.service_id,
@@ -50,27 +37,27 @@ def record_from_message(message: pb.Service) -> ServiceRecord:
         url=message.url,
         caps=list(message.caps),
         labels=dict(message.labels),
-        ctx_limit=_opt(message, "ctx_limit"),
-        cost_hint_usd_per_1k=_opt(message, "cost_hint_usd_per_1k"),
+        ctx_limit=field_or_none(message, "ctx_limit"),
+        cost_hint_usd_per_1k=field_or_none(message, "cost_hint_usd_per_1k"),
         heartbeat_interval_s=message.heartbeat_interval_s,
         ttl_s=message.ttl_s,
         status=message.status,
         registered_at=registered_at,
-        last_heartbeat_ts=_ts(message, "last_heartbeat_ts"),
-        p95_ms=_opt(message, "p95_ms"),
-        queue_depth=_opt(message, "queue_depth"),
-        load=_opt(message, "load"),
+        last_heartbeat_ts=timestamp_or_none(message, "last_heartbeat_ts"),
+        p95_ms=field_or_none(message, "p95_ms"),
+        queue_depth=field_or_none(message, "queue_depth"),
+        load=field_or_none(message, "load"),
     )
 
 
 def ack_from_message(message: pb.HeartbeatReply) -> BeatAck:
-    received = _ts(message, "received_at")
+    received = timestamp_or_none(message, "received_at")
     assert received is not None
     return BeatAck(message.service_id, message.status, received)
 
 
 def alert_from_message(message: pb.Alert) -> AlertRecord:
-    ts = _ts(message, "ts")
+    ts = timestamp_or_none(message, "ts")
     assert ts is not None
     return AlertRecord(
         alert_id=message.alert_id,
@@ -78,7 +65,7 @@ def alert_from_message(message: pb.Alert) -> AlertRecord:
         service_id=message.service_id,
         service_name=message.service_name,
         missed_beats=message.missed_beats,
-        last_seen=_ts(message, "last_seen"),
+        last_seen=timestamp_or_none(message, "last_seen"),
         action=message.action,
         ts=ts,
         details=orjson.loads(message.details_json or "{}"),
@@ -121,7 +108,7 @@ def registered_from_dict(data: dict[str, Any]) -> Registered:
 
 
 def event_from_message(message: events_pb.Event) -> Event:
-    ts = _ts(message, "ts")
+    ts = timestamp_or_none(message, "ts")
     assert ts is not None
     return Event(message.revision, message.kind, message.subject, orjson.loads(message.payload_json or "{}"), ts)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -40,6 +40,7 @@ from muster.graph.model import (
     UpsertServicesInput,
 )
 from muster.graph.service import CycleReport, Upserted
+from muster.grpc.common import field_or_none, timestamp_or_none
 from muster.validation import parse
 
 if TYPE_CHECKING:
@@ -313,24 +314,16 @@ class _HttpGraph:
 # -- gRPC --------------------------------------------------------------------------------------
 
 
-def _when(message: Any, name: str) -> datetime | None:
-    return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None
-
-
 def _at(message: Any, name: str) -> datetime:
-    moment = _when(message, name)
+    moment = timestamp_or_none(message, name)
     assert moment is not None
     return moment
-
-
-def _opt(message: Any, name: str) -> Any:
-    return getattr(message, name) if message.HasField(name) else None
 
 
 def _service_from_message(m: pb.GraphService) -> GraphServiceRecord:
     return GraphServiceRecord(
         id=m.id, service_id=m.service_id, metadata=orjson.loads(m.metadata_json or "{}"), criticality=m.criticality,
-        team=_opt(m, "team"), discovered=m.discovered, created_at=_at(m, "created_at"),
+        team=field_or_none(m, "team"), discovered=m.discovered, created_at=_at(m, "created_at"),
         updated_at=_at(m, "updated_at"),
     )
 
@@ -338,8 +331,8 @@ def _service_from_message(m: pb.GraphService) -> GraphServiceRecord:
 def _edge_from_message(m: pb.Dependency) -> DependencyRecord:
     return DependencyRecord(
         id=m.id, source_service_id=m.source_service_id, target_service_id=m.target_service_id,
-        communication_mode=m.communication_mode, criticality=m.criticality, protocol=_opt(m, "protocol"),
-        timeout_ms=_opt(m, "timeout_ms"),
+        communication_mode=m.communication_mode, criticality=m.criticality, protocol=field_or_none(m, "protocol"),
+        timeout_ms=field_or_none(m, "timeout_ms"),
         retry_config=orjson.loads(m.retry_config_json) if m.HasField("retry_config_json") else None,
         discovery_source=m.discovery_source, confidence_score=m.confidence_score,
         last_observed_at=_at(m, "last_observed_at"), is_stale=m.is_stale, created_at=_at(m, "created_at"),
@@ -350,8 +343,9 @@ def _edge_from_message(m: pb.Dependency) -> DependencyRecord:
 def _alert_from_message(m: pb.CycleAlert) -> CycleAlertRecord:
     return CycleAlertRecord(
         id=m.id, members=list(m.members), cycle_path=list(m.cycle_path), status=m.status,
-        acknowledged_by=_opt(m, "acknowledged_by"), resolution_notes=_opt(m, "resolution_notes"),
-        detected_at=_at(m, "detected_at"), updated_at=_at(m, "updated_at"), resolved_at=_when(m, "resolved_at"),
+        acknowledged_by=field_or_none(m, "acknowledged_by"), resolution_notes=field_or_none(m, "resolution_notes"),
+        detected_at=_at(m, "detected_at"), updated_at=_at(m, "updated_at"),
+        resolved_at=timestamp_or_none(m, "resolved_at"),
     )
 
 

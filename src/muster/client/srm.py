@@ -25,6 +25,7 @@ import grpc
 
 from muster._proto.srm import symbol_pb2 as pb
 from muster._proto.srm import symbol_pb2_grpc as pb_grpc
+from muster.clock import parse_isoformat
 from muster.errors import MusterError, error_for_grpc_code
 from muster.leases.model import (
     DEFAULT_TTL_SEC,
@@ -48,7 +49,7 @@ Reply = TypeVar("Reply")
 
 
 def _ts(value: str) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    return parse_isoformat(value)
 
 
 def lease_from_message(message: pb.Lease) -> Lease:

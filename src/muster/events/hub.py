@@ -143,9 +143,6 @@ class EventHub:
         self._wake.set()
         await future
 
-    def poke(self) -> None:
-        self._wake.set()
-
     async def committed(self, rows: list[dict[str, Any]]) -> None:
         """Events this process just committed: applied from memory when they follow on.
 
@@ -259,7 +256,3 @@ class EventHub:
                 yield await sub.queue.get()
         finally:
             self._subscriptions.discard(sub)
-
-    @property
-    def watcher_count(self) -> int:
-        return len(self._subscriptions)

@@ -22,14 +22,10 @@ from muster.graph.model import (
     UpsertServicesInput,
 )
 from muster.graph.service import CycleReport, GraphService, Upserted
-from muster.grpc.common import timestamp, unary
+from muster.grpc.common import present_fields, timestamp, unary
 from muster.validation import parse
 
 __all__ = ["GraphServicer"]
-
-
-def _optional(message: Any, *names: str) -> dict[str, Any]:
-    return {name: getattr(message, name) for name in names if message.HasField(name)}
 
 
 def _json_object(text: str, field: str) -> dict[str, Any]:
@@ -48,7 +44,7 @@ def _service_item(item: pb.GraphServiceInput, position: int) -> dict[str, Any]:
         data["metadata"] = _json_object(item.metadata_json, f"services[{position}].metadata_json")
     if item.criticality:
         data["criticality"] = item.criticality
-    data.update(_optional(item, "team"))
+    data.update(present_fields(item, "team"))
     return data
 
 
@@ -57,7 +53,7 @@ def _dependency_item(item: pb.DependencyInput, position: int) -> dict[str, Any]:
     for name in ("communication_mode", "criticality", "discovery_source"):
         if getattr(item, name):
             data[name] = getattr(item, name)
-    data.update(_optional(item, "protocol", "timeout_ms", "confidence_score"))
+    data.update(present_fields(item, "protocol", "timeout_ms", "confidence_score"))
     if item.HasField("retry_config_json"):
         data["retry_config"] = _json_object(item.retry_config_json, f"dependencies[{position}].retry_config_json")
     return data
@@ -177,7 +173,7 @@ class GraphServicer(pb_grpc.GraphServicer):
         self, request: pb.ListGraphServicesRequest, context: Any
     ) -> pb.ListGraphServicesReply:
         data: dict[str, Any] = {"offset": request.offset}
-        data.update(_optional(request, "team", "criticality", "limit"))
+        data.update(present_fields(request, "team", "criticality", "limit"))
         records, total = await self.graph.list_services(parse(ListServicesQuery, data))
         return pb.ListGraphServicesReply(services=[_service(r) for r in records], total=total)
 
@@ -208,7 +204,7 @@ class GraphServicer(pb_grpc.GraphServicer):
         data: dict[str, Any] = {"service_id": request.service_id, "include_stale": request.include_stale}
         if request.direction:
             data["direction"] = request.direction
-        data.update(_optional(request, "depth"))
+        data.update(present_fields(request, "depth"))
         return _traversal(await self.graph.traverse(parse(TraverseQuery, data)))
 
     @unary("Graph/Impact")
@@ -233,7 +229,7 @@ class GraphServicer(pb_grpc.GraphServicer):
     @unary("Graph/UpdateAlert")
     async def UpdateAlert(self, request: pb.UpdateAlertRequest, context: Any) -> pb.CycleAlert:
         data: dict[str, Any] = {"status": request.status}
-        data.update(_optional(request, "acknowledged_by", "resolution_notes"))
+        data.update(present_fields(request, "acknowledged_by", "resolution_notes"))
         return _alert(await self.graph.update_alert(request.id, parse(AlertUpdateInput, data)))
 
     @unary("Graph/MarkStale")

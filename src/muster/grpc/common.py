@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from muster.errors import MusterError, grpc_trailing_metadata
 from muster.observability import GRPC_LATENCY, GRPC_REQUESTS
 
-__all__ = ["from_timestamp", "streaming", "timestamp", "unary"]
+__all__ = ["field_or_none", "from_timestamp", "present_fields", "streaming", "timestamp", "timestamp_or_none", "unary"]
 
 log = structlog.get_logger("muster.grpc")
 Req = TypeVar("Req")
@@ -40,6 +40,19 @@ def timestamp(moment: datetime | None) -> Timestamp | None:
 def from_timestamp(stamp: Timestamp) -> datetime:
     moment: datetime = stamp.ToDatetime(tzinfo=UTC)
     return moment
+
+
+def present_fields(message: Any, *names: str) -> dict[str, Any]:
+    """The proto3 ``optional`` fields among ``names`` that the sender set, by name."""
+    return {name: getattr(message, name) for name in names if message.HasField(name)}
+
+
+def field_or_none(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def timestamp_or_none(message: Any, name: str) -> datetime | None:
+    return from_timestamp(getattr(message, name)) if message.HasField(name) else None
 
 
 def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:

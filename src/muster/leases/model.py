@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from muster.clock import isoformat
+from muster.clock import isoformat, parse_isoformat
 from muster.errors import Conflict, Expired, FailedPrecondition
 
 __all__ = [
@@ -259,7 +259,9 @@ def timestamp_text(moment: datetime) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    moment = parse_isoformat(text)
+    assert moment is not None
+    return moment
 
 
 def _ts(value: Any) -> datetime | None:

@@ -39,7 +39,6 @@ from sqlalchemy import event, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from muster.clock import Clock, SystemClock
 from muster.errors import Unavailable
@@ -70,7 +69,6 @@ class Tx:
     now: datetime
     dialect: str
     pending: list[PendingEvent] = field(default_factory=list)
-    revisions: list[int] = field(default_factory=list)
 
     def emit(self, kind: str, subject: str, payload: dict[str, Any]) -> None:
         """Record an event; it is appended to the log in this transaction."""
@@ -111,6 +109,10 @@ _JSON_CODEC: dict[str, Any] = {"json_serializer": _orjson_text, "json_deserializ
 def sqlite_timestamp(moment: datetime) -> str:
     """A UTC timestamp in the text form ``UTCDateTime`` stores on SQLite."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# What each queued operation ends with: its future, and its value or its error.
+_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 class _Retry(Exception):
@@ -300,7 +302,7 @@ class Store:
                 await self._notify(committed)
             except Exception as exc:
                 log.error("store.notify_failed", error=repr(exc))
-        for future, value, error, _ in outcomes:
+        for future, value, error in outcomes:
             if future.done():
                 continue
             if error is not None:
@@ -310,7 +312,7 @@ class Store:
 
     async def _run_alone(
         self, item: tuple[WriteOp[Any], asyncio.Future[Any]], committed: list[dict[str, Any]]
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None, int]]:
+    ) -> list[_Outcome]:
         for attempt in range(_RETRIES):
             try:
                 outcomes = await self._run_group([item], savepoints=True, committed=committed)
@@ -318,7 +320,7 @@ class Store:
                 return outcomes
             except _Retry:
                 await asyncio.sleep(0.01 * (attempt + 1))
-        return [(item[1], None, Unavailable("write kept deadlocking with other writers; retry"), 0)]
+        return [(item[1], None, Unavailable("write kept deadlocking with other writers; retry"))]
 
     async def _run_group(
         self,
@@ -326,13 +328,14 @@ class Store:
         *,
         savepoints: bool,
         committed: list[dict[str, Any]],
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None, int]] | None:
+    ) -> list[_Outcome] | None:
         """Run the group in one transaction; ``None`` means "replay with savepoints".
 
         The event rows it commits are appended to ``committed``.
         """
         savepoints = savepoints or self.dialect == "postgresql"
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None, list[PendingEvent], datetime]] = []
+        outcomes: list[_Outcome] = []
+        emitted: list[tuple[list[PendingEvent], datetime]] = []
         async with self.write_engine.connect() as conn:
             await conn.begin()
             raw = (await conn.get_raw_connection()).driver_connection if self.dialect == "sqlite" else None
@@ -351,23 +354,21 @@ class Store:
                     if not savepoints and raw is not None and raw.total_changes != changes:
                         await conn.rollback()
                         return None
-                    results.append((future, None, exc, [], tx.now))
+                    outcomes.append((future, None, exc))
                     continue
-                results.append((future, value, None, list(tx.pending), tx.now))
-            revisions, rows = await self._append_group_events(conn, [(events_, now) for *_, events_, now in results])
+                outcomes.append((future, value, None))
+                emitted.append((tx.pending, tx.now))
+            rows = await self._append_group_events(conn, emitted)
             await conn.commit()
             committed.extend(rows)
-        return [
-            (future, value, error, revision)
-            for (future, value, error, _, _), revision in zip(results, revisions, strict=True)
-        ]
+        return outcomes
 
     async def _append_group_events(
         self, conn: AsyncConnection, per_op: list[tuple[list[PendingEvent], datetime]]
-    ) -> tuple[list[int], list[dict[str, Any]]]:
-        """Append every op's events with one statement; each op's last revision (0: none), and the rows."""
+    ) -> list[dict[str, Any]]:
+        """Append every op's events with one statement, revisions in op order; return the rows."""
         if not any(pending for pending, _ in per_op):
-            return [0] * len(per_op), []
+            return []
         if self.dialect == "postgresql":
             # Serialise appends until commit so revisions become visible in order;
             # the NOTIFY is delivered on commit and only wakes other processes' hubs.
@@ -375,19 +376,11 @@ class Store:
             await conn.execute(text("SELECT pg_notify('muster_events', '')"))
         # SQLite: BEGIN IMMEDIATE holds the only write lock; PostgreSQL: the advisory lock above.
         head = int((await conn.execute(text("SELECT coalesce(max(revision), 0) FROM events"))).scalar_one())
-        rows: list[dict[str, Any]] = []
-        last: list[int] = []
-        for pending, now in per_op:
-            for item in pending:
-                head += 1
-                rows.append(
-                    {"revision": head, "kind": item.kind, "subject": item.subject, "payload": item.payload, "ts": now}
-                )
-            last.append(head if pending else 0)
+        rows = [
+            {"revision": revision, "kind": item.kind, "subject": item.subject, "payload": item.payload, "ts": now}
+            for revision, (item, now) in enumerate(
+                ((item, now) for pending, now in per_op for item in pending), start=head + 1
+            )
+        ]
         await conn.execute(insert(events), rows)
-        return last, rows
-
-
-def null_pool_engine(url: str) -> AsyncEngine:
-    """A short-lived engine (migrations, one-off tools) that keeps no connections."""
-    return create_async_engine(url, poolclass=NullPool)
+        return rows
