@@ -2,8 +2,9 @@
 
 Each process runs one hub. It reads committed events in revision order from
 the ``events`` table (the truth) whenever it is woken up: at once after a local
-commit, by PostgreSQL NOTIFY after another process's commit, and by a short
-poll otherwise (SQLite has no NOTIFY). Every event is applied to the
+commit, by PostgreSQL NOTIFY after another process's commit (the payload is the
+group's last revision, so a notification of what this hub applied already is
+dropped), and by a short poll otherwise (SQLite has no NOTIFY). Every event is applied to the
 registered appliers (the contexts' in-memory indexes) before watchers see it.
 
 A watcher asks for everything after revision ``since``: it is registered for
@@ -34,6 +35,8 @@ __all__ = ["Event", "EventHub", "WatchFilter"]
 log = structlog.get_logger("muster.events")
 _PAGE = 2000
 NOTIFY_CHANNEL = "muster_events"
+# How long a NOTIFY waits for this process's own writer to apply the commit it announces.
+_NOTIFY_SETTLE = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,8 @@ class EventHub:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
+        self._notified_revision = 0
+        self._notify_check: asyncio.TimerHandle | None = None
 
     # -- life cycle -----------------------------------------------------------
 
@@ -112,16 +117,42 @@ class EventHub:
         dsn = self.store.url.replace("postgresql+asyncpg://", "postgresql://", 1)
         try:
             self._listener = await asyncpg.connect(dsn)
-            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
         except (OSError, asyncpg.PostgresError) as exc:  # polling still works without it
             log.warning("events.listen_failed", error=repr(exc))
             self._listener = None
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        """A commit somewhere: read the log, unless it is a commit this hub applies itself.
+
+        The payload is the committing group's last revision. This process's own
+        commits are applied from memory (``committed``) as soon as the writer
+        sees its COMMIT answered, which may be a moment after the NOTIFY arrives
+        on the listening connection: the check waits that moment out.
+        """
+        try:
+            revision = int(payload)
+        except ValueError:  # not ours to parse: read anyway
+            self._wake.set()
+            return
+        if revision <= self.position:
+            return
+        self._notified_revision = max(self._notified_revision, revision)
+        if self._notify_check is None:
+            self._notify_check = asyncio.get_running_loop().call_later(_NOTIFY_SETTLE, self._check_notified)
+
+    def _check_notified(self) -> None:
+        self._notify_check = None
+        if self._notified_revision > self.position:
+            self._wake.set()
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._notify_check is not None:
+            self._notify_check.cancel()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()

@@ -193,7 +193,6 @@ class LeasesService:
         """Reserve each requested symbol that is free (by ``tx.now``); a ``Conflict`` for each that is not."""
         rows = [_new_reservation(symbol, plan_id, ttl, tx.now) for symbol, plan_id, ttl in requests]
         keys = [row.key for row in rows]
-        await q.lock_symbols(tx, keys)
         granted = await q.insert_reservations(tx, rows)
         missed = [key for key in dict.fromkeys(keys) if key not in granted]
         if missed:  # held, or held by a reservation that is overdue: flip those to expired, insert again

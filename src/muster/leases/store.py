@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, and_, func, select, text, tuple_, update
+from sqlalchemy import Row, and_, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from muster.leases.model import Lease, subject_of
@@ -35,7 +35,6 @@ __all__ = [
     "latest_for_symbol",
     "live_for_symbols",
     "load_latest",
-    "lock_symbols",
     "plan_leases",
     "save",
     "sweep_expired",
@@ -53,22 +52,17 @@ def _symbol(repo: str, branch: str, fq_name: str) -> Any:
     return and_(leases.c.repo == repo, leases.c.branch == branch, leases.c.fq_name == fq_name)
 
 
-async def lock_symbols(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> None:
-    """PostgreSQL: serialise reservations of these symbols until commit (sorted: no deadlocks).
+def _lock_keys(keys: Sequence[tuple[str, str, str]]) -> list[str]:
+    """PostgreSQL advisory-lock names of these symbols, sorted (so no two reserves deadlock).
 
     The unique index alone already guarantees one live lease per symbol. The
     locks add the fencing guarantee on PostgreSQL: a sequence value is drawn
     before the index is checked, so without them a reserve could draw id N,
     stall, and land after a lease N+1 of the same symbol was granted and
-    released. With them, ids of one symbol are drawn in grant order. (SQLite
-    writers are serialised anyway.)
+    released. Holding the symbol's lock until commit, ids of one symbol are
+    drawn in grant order. (SQLite writers are serialised anyway.)
     """
-    if tx.dialect == "postgresql" and keys:
-        ordered = sorted({_SYMBOL_LOCK_SPACE + subject_of(*key) for key in keys})
-        await tx.conn.execute(
-            text("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(CAST(:keys AS text[])) AS k"),
-            {"keys": ordered},
-        )
+    return sorted({_SYMBOL_LOCK_SPACE + subject_of(*key) for key in keys})
 
 
 class NewReservation(NamedTuple):
@@ -94,10 +88,14 @@ _INSERT_HEAD = (
 )
 _INSERT_TAIL = " ON CONFLICT DO NOTHING RETURNING lease_id, repo, branch, fq_name"
 _SQLITE_ROW = "(?, ?, ?, ?, ?, ?, 'reserved', NULL, ?, ?, ?)"
-# One statement for any number of rows: asyncpg prepares it once per connection.
+# One statement for any number of rows: asyncpg prepares it once per connection. It takes the
+# symbols' advisory locks first (``lock_symbols``): the aggregate consumes every lock before
+# the join yields a row, so no lease id is drawn before its symbol is locked (see ``_lock_keys``).
 _POSTGRES_INSERT = (
-    _INSERT_HEAD
-    + "SELECT r, b, f, k, p, pl, 'reserved', NULL, $7, e, $7 FROM unnest("
+    "WITH locked AS (SELECT count(pg_advisory_xact_lock(hashtextextended(l, 0))) AS n"
+    " FROM unnest(CAST($9 AS text[])) AS l) "
+    + _INSERT_HEAD
+    + "SELECT r, b, f, k, p, pl, 'reserved', NULL, $7, e, $7 FROM locked, unnest("
     "CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]),"
     " CAST($6 AS text[]), CAST($8 AS timestamptz[])) AS t(r, b, f, k, p, pl, e)"
     + _INSERT_TAIL
@@ -120,7 +118,8 @@ async def insert_reservations(tx: Tx, rows: Sequence[NewReservation]) -> dict[tu
     """Insert many reservations in one statement; the lease id of each symbol that was free.
 
     A symbol held by a live lease (or listed twice: the first row wins) is skipped.
-    Every row of one call shares ``reserved_at`` (the transaction's time).
+    Every row of one call shares ``reserved_at`` (the transaction's time). On
+    PostgreSQL the statement locks the symbols first (``_lock_keys``).
     """
     if not rows:
         return {}
@@ -128,14 +127,15 @@ async def insert_reservations(tx: Tx, rows: Sequence[NewReservation]) -> dict[tu
     now = bind(rows[0].reserved_at)
     if tx.dialect == "postgresql":
         columns = [list(column) for column in zip(*rows, strict=True)]
-        params: tuple[Any, ...] = (*columns[:6], now, [bind(at) for at in columns[7]])
+        expires = [bind(at) for at in columns[7]]
+        params: tuple[Any, ...] = (*columns[:6], now, expires, _lock_keys([row.key for row in rows]))
         # A list of one tuple: one execution with positional parameters (not executemany).
         result: Any = await tx.conn.exec_driver_sql(_POSTGRES_INSERT, [params])
     else:
         flat: list[Any] = []
         for row in rows:
             flat += (*row[:6], now, bind(row.expires_at), now)
-        result = await tx.conn.exec_driver_sql(_sqlite_insert(len(rows)), [tuple(flat)])
+        result = await tx.sqlite_fetchall(_sqlite_insert(len(rows)), tuple(flat))
     return {(row[1], row[2], row[3]): int(row[0]) for row in result}
 
 

@@ -15,18 +15,22 @@ them with one fsync. An operation that fails is undone alone and fails alone.
   timeout instead of failing with "database is locked". Operations run without
   savepoints; one that fails after writing sends the group back to be replayed
   with a SAVEPOINT per operation.
-* **PostgreSQL** (scale-out): a SAVEPOINT per operation (a failed statement
-  would abort the whole transaction otherwise). A group's events are appended
-  under a transaction-scoped advisory lock taken just before commit, so
-  revisions become visible in revision order across every process and a
-  watcher reading ``revision > N`` can never skip one that commits late; the
-  lock is held for one commit per *group*, not per write.
+* **PostgreSQL** (scale-out): a group of one operation runs bare (if it fails,
+  the transaction is simply rolled back); a larger group runs a SAVEPOINT per
+  operation (a failed statement would abort the whole transaction otherwise).
+  A group's events are appended under a transaction-scoped advisory lock
+  taken just before commit, so revisions become visible in revision order
+  across every process and a watcher reading ``revision > N`` can never skip
+  one that commits late; the lock is held for one commit per *group*, not per
+  write. The append is one statement that also sends the NOTIFY carrying the
+  group's last revision, so a hub that has applied it already skips the read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +39,7 @@ from typing import Any, TypeVar
 
 import orjson
 import structlog
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -51,6 +55,21 @@ log = structlog.get_logger("muster.store")
 
 # Any constant works; it only has to be the same for every Muster process.
 _EVENT_APPEND_LOCK = 0x6D75737465720001
+_PG_APPEND_LOCK = "SELECT pg_advisory_xact_lock($1)"
+_SQLITE_HEAD = "SELECT coalesce(max(revision), 0) FROM events"
+_SQLITE_APPEND = "INSERT INTO events (revision, kind, subject, payload, ts) VALUES (?, ?, ?, ?, ?)"
+# One round trip: number the group's events after the head, insert them, and NOTIFY every
+# hub with the group's last revision (delivered on commit). Returns the first revision.
+_PG_APPEND = (
+    "WITH head AS (SELECT coalesce(max(revision), 0) AS revision FROM events),"
+    " appended AS ("
+    "INSERT INTO events (revision, kind, subject, payload, ts)"
+    " SELECT head.revision + e.n, e.kind, e.subject, CAST(e.payload AS jsonb), e.ts FROM head,"
+    " unnest(CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS timestamptz[]))"
+    " WITH ORDINALITY AS e(kind, subject, payload, ts, n)"
+    " RETURNING revision)"
+    " SELECT min(revision), pg_notify('muster_events', max(revision)::text) FROM appended"
+)
 _MAX_GROUP = 256
 
 
@@ -89,6 +108,12 @@ class Tx:
         assert raw is not None and self.dialect == "sqlite"
         await raw.execute(sql, parameters)
 
+    async def sqlite_fetchall(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """SQLite only: like ``sqlite_execute``, returning the statement's rows (``RETURNING``)."""
+        raw = (await self.conn.get_raw_connection()).driver_connection
+        assert raw is not None and self.dialect == "sqlite"
+        return list(await raw.execute_fetchall(sql, parameters))
+
 
 WriteOp = Callable[[Tx], Awaitable[T]]
 
@@ -104,6 +129,13 @@ def _orjson_value(value: Any) -> Any:
 
 # JSON columns (event payloads above all) encoded and decoded by orjson, not the stdlib.
 _JSON_CODEC: dict[str, Any] = {"json_serializer": _orjson_text, "json_deserializer": _orjson_value}
+
+
+@functools.cache
+def _timestamp_binder(dialect: Any) -> Callable[[datetime], Any]:
+    """How the dialect binds a ``UTCDateTime`` (SQLAlchemy's own processors, composed once)."""
+    process = events.c.ts.type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else (lambda value: value)
 
 
 def sqlite_timestamp(moment: datetime) -> str:
@@ -148,10 +180,9 @@ class Store:
             self.read_engine = create_async_engine(
                 url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800, **_JSON_CODEC
             )
-            # The group-commit writer needs one connection (two while a replay overlaps).
-            self.write_engine = create_async_engine(
-                url, pool_size=2, max_overflow=0, pool_pre_ping=True, **_JSON_CODEC
-            )
+            # The group-commit writer needs one connection (two while a replay overlaps). No ping
+            # per group: a connection the server dropped fails its group, which is replayed once.
+            self.write_engine = create_async_engine(url, pool_size=2, max_overflow=0, **_JSON_CODEC)
 
     # -- set-up -------------------------------------------------------------
 
@@ -279,7 +310,15 @@ class Store:
         committed: list[dict[str, Any]] = []
         try:
             try:
-                outcomes = await self._run_group(batch, savepoints=False, committed=committed)
+                try:
+                    outcomes = await self._run_group(batch, savepoints=False, committed=committed)
+                except DBAPIError as exc:
+                    if not exc.connection_invalidated:
+                        raise
+                    # The server dropped the connection (a restart, an idle timeout): nothing was
+                    # committed, so run the group once more on a fresh connection.
+                    log.warning("store.reconnected", error=repr(exc.orig))
+                    outcomes = await self._run_group(batch, savepoints=False, committed=committed)
                 if outcomes is None:
                     outcomes = await self._run_group(batch, savepoints=True, committed=committed)
             except _Retry:
@@ -333,7 +372,9 @@ class Store:
 
         The event rows it commits are appended to ``committed``.
         """
-        savepoints = savepoints or self.dialect == "postgresql"
+        # PostgreSQL aborts the whole transaction on a failed statement, so several
+        # operations need a savepoint each; a lone one is simply rolled back.
+        savepoints = savepoints or (self.dialect == "postgresql" and len(batch) > 1)
         outcomes: list[_Outcome] = []
         emitted: list[tuple[list[PendingEvent], datetime]] = []
         async with self.write_engine.connect() as conn:
@@ -349,11 +390,17 @@ class Store:
                     else:
                         value = await op(tx)
                 except Exception as exc:  # the op's own failure
-                    if isinstance(exc, DBAPIError) and _retryable(exc):
-                        raise _Retry from exc
+                    if isinstance(exc, DBAPIError):
+                        if _retryable(exc):
+                            raise _Retry from exc
+                        if exc.connection_invalidated:
+                            raise
                     if not savepoints and raw is not None and raw.total_changes != changes:
                         await conn.rollback()
                         return None
+                    if not savepoints and raw is None:  # PostgreSQL, a lone op: undo whatever it did
+                        await conn.rollback()
+                        return [(future, None, exc)]
                     outcomes.append((future, None, exc))
                     continue
                 outcomes.append((future, value, None))
@@ -367,20 +414,33 @@ class Store:
         self, conn: AsyncConnection, per_op: list[tuple[list[PendingEvent], datetime]]
     ) -> list[dict[str, Any]]:
         """Append every op's events with one statement, revisions in op order; return the rows."""
-        if not any(pending for pending, _ in per_op):
+        items = [(item, now) for pending, now in per_op for item in pending]
+        if not items:
             return []
         if self.dialect == "postgresql":
-            # Serialise appends until commit so revisions become visible in order;
-            # the NOTIFY is delivered on commit and only wakes other processes' hubs.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENT_APPEND_LOCK})
-            await conn.execute(text("SELECT pg_notify('muster_events', '')"))
-        # SQLite: BEGIN IMMEDIATE holds the only write lock; PostgreSQL: the advisory lock above.
-        head = int((await conn.execute(text("SELECT coalesce(max(revision), 0) FROM events"))).scalar_one())
-        rows = [
-            {"revision": revision, "kind": item.kind, "subject": item.subject, "payload": item.payload, "ts": now}
-            for revision, (item, now) in enumerate(
-                ((item, now) for pending, now in per_op for item in pending), start=head + 1
+            # Serialise appends until commit so revisions become visible in order. The append
+            # reads the head in its own statement, after the lock, so it sees every earlier group.
+            await conn.exec_driver_sql(_PG_APPEND_LOCK, [(_EVENT_APPEND_LOCK,)])
+            bind = _timestamp_binder(conn.dialect)
+            parameters = (
+                [item.kind for item, _ in items],
+                [item.subject for item, _ in items],
+                [_orjson_text(item.payload) for item, _ in items],
+                [bind(now) for _, now in items],
             )
+            head = int((await conn.exec_driver_sql(_PG_APPEND, [parameters])).scalar_one()) - 1
+        else:  # BEGIN IMMEDIATE holds the only write lock; straight on the driver (one thread hop each)
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            head = int((await raw.execute_fetchall(_SQLITE_HEAD))[0][0])
+            await raw.executemany(
+                _SQLITE_APPEND,
+                [
+                    (revision, item.kind, item.subject, _orjson_text(item.payload), sqlite_timestamp(now))
+                    for revision, (item, now) in enumerate(items, start=head + 1)
+                ],
+            )
+        return [
+            {"revision": revision, "kind": item.kind, "subject": item.subject, "payload": item.payload, "ts": now}
+            for revision, (item, now) in enumerate(items, start=head + 1)
         ]
-        await conn.execute(insert(events), rows)
-        return rows
