@@ -156,6 +156,40 @@ async def test_the_hub_reads_what_another_process_notifies(runtime: Any, db_url:
     await watch.aclose()
 
 
+@pytest.mark.parametrize("engine_name", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+async def test_the_hub_listens_again_after_postgres_dropped_its_connection(runtime: Any, db_url: str) -> None:
+    """With its listening connection killed, the hub still follows the log (poll), then listens again."""
+    dsn = db_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    admin = await asyncpg.connect(dsn)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", runtime.hub._listener.get_server_pid())
+
+        async def append_and_notify(kind: str) -> int:
+            async with admin.transaction():
+                revision = 1 + await admin.fetchval("SELECT coalesce(max(revision), 0) FROM events")
+                await admin.execute(
+                    "INSERT INTO events (revision, kind, subject, payload, ts) VALUES ($1, $2, 'x', '{}', now())",
+                    revision,
+                    kind,
+                )
+                await admin.execute("SELECT pg_notify('muster_events', $1)", str(revision))
+            return revision
+
+        async def applied(revision: int) -> None:
+            watch = runtime.hub.watch(revision - 1, WatchFilter(kind_prefix="test."))
+            try:
+                assert revision == (await anext(watch)).revision
+            finally:
+                await watch.aclose()
+
+        await asyncio.wait_for(applied(await append_and_notify("test.while_lost")), timeout=5)
+        await asyncio.sleep(1.5)  # the next poll round makes a new listening connection
+        assert not runtime.hub._listener.is_closed()
+        await asyncio.wait_for(applied(await append_and_notify("test.listening")), timeout=0.9)
+    finally:
+        await admin.close()
+
+
 async def _head(read: Any) -> int:
     async with read() as conn:
         return int((await conn.execute(select(func.coalesce(func.max(events.c.revision), 0)))).scalar_one())

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import structlog
 from sqlalchemy import func, select
 
@@ -35,6 +37,9 @@ __all__ = ["Event", "EventHub", "WatchFilter"]
 log = structlog.get_logger("muster.events")
 _PAGE = 2000
 NOTIFY_CHANNEL = "muster_events"
+_PG_PAGE = (
+    "SELECT revision, kind, subject, payload::text, ts FROM events WHERE revision > $1 ORDER BY revision LIMIT $2"
+)
 # How long a NOTIFY waits for this process's own writer to apply the commit it announces.
 _NOTIFY_SETTLE = 0.002
 
@@ -95,6 +100,7 @@ class EventHub:
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
         self._notified_revision = 0
+        self._listen_tried_at = 0.0
         self._notify_check: asyncio.TimerHandle | None = None
 
     # -- life cycle -----------------------------------------------------------
@@ -115,12 +121,23 @@ class EventHub:
         import asyncpg
 
         dsn = self.store.url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self._listen_tried_at = time.monotonic()
         try:
-            self._listener = await asyncpg.connect(dsn)
+            self._listener = await asyncpg.connect(dsn, timeout=5)
             await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError) as exc:  # polling still works without it
-            log.warning("events.listen_failed", error=repr(exc))
-            self._listener = None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("events.listen_failed", error=repr(exc))  # polling still works without it
+            await self._drop_listener()
+
+    async def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=1)
+
+    def _listener_lost(self) -> bool:
+        """PostgreSQL: no working listening connection (never made, or the server dropped it)."""
+        return self.store.dialect == "postgresql" and (self._listener is None or self._listener.is_closed())
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         """A commit somewhere: read the log, unless it is a commit this hub applies itself.
@@ -153,9 +170,7 @@ class EventHub:
                 await self._task
         if self._notify_check is not None:
             self._notify_check.cancel()
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
+        await self._drop_listener()
         for _, future in self._waiters:
             if not future.done():
                 future.cancel()
@@ -197,6 +212,9 @@ class EventHub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=poll)
             self._wake.clear()
+            if self._listener_lost() and time.monotonic() - self._listen_tried_at >= poll:
+                await self._drop_listener()
+                await self._listen()  # after a restart: NOTIFY wake-ups again, not just the poll
             try:
                 while await self._read_page():
                     pass
@@ -205,16 +223,30 @@ class EventHub:
                 await asyncio.sleep(poll)
 
     async def _read_page(self) -> bool:
-        async with self.store.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(events).where(events.c.revision > self.position).order_by(events.c.revision).limit(_PAGE)
-                )
-            ).all()
-        for row in rows:
-            self._dispatch(Event(int(row.revision), row.kind, row.subject, row.payload, row.ts))
+        """Apply the next page of events after ``position``; whether a full page was read."""
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            # PostgreSQL: one prepared statement on the listening connection, one round trip
+            # (a pooled read would add a ping, BEGIN and ROLLBACK for this one statement).
+            try:
+                records = await listener.fetch(_PG_PAGE, self.position, _PAGE)
+            except Exception as exc:
+                log.warning("events.listener_lost", error=repr(exc))
+                await self._drop_listener()
+                return True  # read the page again, through the pool
+            page = [Event(r[0], r[1], r[2], orjson.loads(r[3]), r[4]) for r in records]
+        else:
+            async with self.store.read() as conn:
+                rows = (
+                    await conn.execute(
+                        select(events).where(events.c.revision > self.position).order_by(events.c.revision).limit(_PAGE)
+                    )
+                ).all()
+            page = [Event(int(row.revision), row.kind, row.subject, row.payload, row.ts) for row in rows]
+        for event in page:
+            self._dispatch(event)
         self._release_waiters()
-        return len(rows) == _PAGE
+        return len(page) == _PAGE
 
     def _dispatch(self, event: Event) -> None:
         if event.revision <= self.position:  # already applied (from memory, or an overlapping read)
