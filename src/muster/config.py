@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     # How often a process looks for events written by other processes when no
     # wake-up signal arrives (SQLite has no LISTEN/NOTIFY).
     event_poll_interval: float = Field(0.05, gt=0, le=10)
+    # The event log keeps this many hours of events (0: forever). The leader
+    # prunes older ones every ``event_prune_interval`` seconds; a watch asking
+    # to resume from a pruned revision gets a ``pruned`` error.
+    event_retention_hours: float = Field(168.0, ge=0)
+    event_prune_interval: float = Field(60.0, gt=0)
     # split: HTTP and gRPC doors in two processes so neither starves the other;
     # single: both doors on one event loop (small deployments, debugging).
     doors: Literal["split", "single"] = "split"

@@ -28,6 +28,7 @@ __all__ = [
     "Invalid",
     "MusterError",
     "NotFound",
+    "Pruned",
     "ResourceExhausted",
     "Unavailable",
     "error_for_grpc_code",
@@ -97,6 +98,12 @@ class Expired(FailedPrecondition):
     code = "expired"
 
 
+class Pruned(FailedPrecondition):
+    """A watch asked to resume from a revision the event log no longer keeps (see retention)."""
+
+    code = "pruned"
+
+
 class Unavailable(MusterError):
     """The store cannot be reached or the server is shutting down."""
 
@@ -115,7 +122,7 @@ class ResourceExhausted(MusterError):
 
 _BY_CODE: dict[str, type[MusterError]] = {
     cls.code: cls
-    for cls in (Invalid, NotFound, Conflict, FailedPrecondition, Expired, Unavailable, ResourceExhausted)
+    for cls in (Invalid, NotFound, Conflict, FailedPrecondition, Expired, Pruned, Unavailable, ResourceExhausted)
 }
 _BY_GRPC: dict[grpc.StatusCode, type[MusterError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: Invalid,

@@ -109,6 +109,7 @@ async def serve_doors(
     import uvicorn
 
     from muster.catalog.monitor import HeartbeatMonitor
+    from muster.events.retention import EventPruner
     from muster.events.sinks import AlertFileSink
     from muster.grpc.server import GrpcDoor
     from muster.http.app import create_app
@@ -125,6 +126,13 @@ async def serve_doors(
         on_leader=sink.start,
     )
     monitor.start()
+    pruner = EventPruner(
+        runtime.store,
+        leadership,
+        retention_hours=settings.event_retention_hours,
+        interval=settings.event_prune_interval,
+    )
+    pruner.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -189,6 +197,7 @@ async def serve_doors(
             relay.cancel()
             await _stop_child(child, settings.shutdown_grace)
         await monitor.close()
+        await pruner.close()
         await sink.close()
         await leadership.release()
         await close_runtime(runtime)

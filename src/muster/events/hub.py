@@ -28,7 +28,7 @@ import orjson
 import structlog
 from sqlalchemy import func, select
 
-from muster.errors import ResourceExhausted
+from muster.errors import Pruned, ResourceExhausted
 from muster.store.engine import Store
 from muster.store.schema import events
 
@@ -279,8 +279,29 @@ class EventHub:
 
     # -- watching ---------------------------------------------------------------
 
+    async def oldest(self) -> int | None:
+        """The oldest revision the log still keeps (``None``: the log is empty)."""
+        async with self.store.read() as conn:
+            value = (await conn.execute(select(func.min(events.c.revision)))).scalar()
+        return None if value is None else int(value)
+
+    async def _check_kept(self, after: int) -> None:
+        """``Pruned`` unless every event after revision ``after`` is still in the log."""
+        oldest = await self.oldest()
+        if oldest is not None and oldest > after + 1:
+            raise Pruned(
+                f"events after revision {after} are no longer kept (the log keeps the retention period;"
+                f" the oldest kept is {oldest}): read the current state and watch from now",
+                field="since",
+            )
+
     async def history(self, since: int, until: int, watch_filter: WatchFilter) -> AsyncIterator[Event]:
-        """Events in ``(since, until]`` matching the filter, read from the table."""
+        """Events in ``(since, until]`` matching the filter, read from the table.
+
+        ``Pruned`` if part of that range is no longer kept: checked after each
+        page, so a page is known complete (pruning only ever moves the oldest
+        kept revision forward).
+        """
         cursor = since
         while cursor < until:
             query = (
@@ -295,6 +316,7 @@ class EventHub:
                 query = query.where(events.c.subject.startswith(watch_filter.subject_prefix, autoescape=True))
             async with self.store.read() as conn:
                 rows = (await conn.execute(query)).all()
+            await self._check_kept(cursor)
             if not rows:
                 return
             for row in rows:

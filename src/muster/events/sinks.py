@@ -4,7 +4,9 @@ The leader appends each ``catalog.alert`` event as one JSON line to
 ``<data-dir>/events/heartbeat_alerts_YYYYMMDD.jsonl`` (the alert's UTC date)
 and records how far it got in ``monitor_state``, so a restart resumes where
 it stopped. Delivery is at-least-once: a crash between the write and the
-cursor update repeats at most one batch.
+cursor update repeats at most one batch. If the leader was away longer than
+the event log's retention, the pruned stretch is skipped with a warning (the
+alerts themselves stay in the catalog's alert table).
 """
 
 from __future__ import annotations
@@ -59,17 +61,20 @@ class AlertFileSink:
         async with store.read() as conn:
             cursor = int(await q.get_state(conn, _CURSOR_KEY) or 0)
         head = self.hub.position
+        if head <= cursor:
+            return 0
+        oldest = await self.hub.oldest()
+        if oldest is not None and oldest > cursor + 1:  # the leader was away longer than the retention
+            log.warning("sink.events_pruned", after_revision=cursor, oldest_kept=oldest)
+            cursor = oldest - 1
         lines: dict[str, list[bytes]] = {}
-        last = cursor
         async for event in self.hub.history(cursor, head, WatchFilter(kind_prefix="catalog.alert")):
             alert = event.payload
             record = {key: alert.get(key) for key in _FIELDS}
             record.update({k: v for k, v in alert.items() if k not in record and k != "alert_id"})
             day = str(alert["ts"])[:10].replace("-", "")
             lines.setdefault(day, []).append(orjson.dumps(record) + b"\n")
-            last = event.revision
-        if last == cursor:
-            return 0
+        last = head  # everything up to the head has been looked at, alerts or not
         self.directory.mkdir(parents=True, exist_ok=True)
         for day, chunk in lines.items():
             with (self.directory / f"heartbeat_alerts_{day}.jsonl").open("ab") as handle:
