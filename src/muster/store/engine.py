@@ -147,6 +147,10 @@ def sqlite_timestamp(moment: datetime) -> str:
 _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
+class _CommitUncertain(Exception):
+    """The COMMIT itself failed (a dropped connection): the group may or may not have committed."""
+
+
 class _Retry(Exception):
     """The group must be replayed: PostgreSQL aborted it (deadlock or serialization failure)."""
 
@@ -315,8 +319,8 @@ class Store:
                 except DBAPIError as exc:
                     if not exc.connection_invalidated:
                         raise
-                    # The server dropped the connection (a restart, an idle timeout): nothing was
-                    # committed, so run the group once more on a fresh connection.
+                    # The server dropped the connection (a restart, an idle timeout) before the
+                    # COMMIT was sent, so nothing committed: run the group once more on a fresh one.
                     log.warning("store.reconnected", error=repr(exc.orig))
                     outcomes = await self._run_group(batch, savepoints=False, committed=committed)
                 if outcomes is None:
@@ -406,7 +410,10 @@ class Store:
                 outcomes.append((future, value, None))
                 emitted.append((tx.pending, tx.now))
             rows = await self._append_group_events(conn, emitted)
-            await conn.commit()
+            try:
+                await conn.commit()
+            except DBAPIError as exc:  # it may have committed all the same: never replay it
+                raise _CommitUncertain(f"commit failed: {exc.__class__.__name__}") from exc
             committed.extend(rows)
         return outcomes
 
