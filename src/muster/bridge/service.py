@@ -22,6 +22,7 @@ from muster.bridge.context import SessionContext
 from muster.bridge.session import SessionStore, VariableEvent
 from muster.bridge.values import TypedValue
 from muster.bridge.variables import Variable
+from muster.bridge.watch import WatchStream
 from muster.errors import MusterError, ResourceExhausted
 
 __all__ = ["BridgeService", "ToolOutcome"]
@@ -181,3 +182,7 @@ class BridgeService:
                 yield event
         finally:
             self.store.unwatch(watcher)
+
+    def open_watch_stream(self) -> WatchStream:
+        """A multiplexed stream of watches over this worker's sessions; ``close()`` it when done."""
+        return WatchStream(self.store, limit=self.store.watch_queue_size)
