@@ -309,6 +309,7 @@ def main() -> int:
     parser.add_argument("--watchers", type=int, default=100)
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--watch-only", action="store_true", help="only the watch fan-out (no Ping/ExecuteTool rounds)")
     parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--receivers", type=int, default=4, help="watch receiver processes (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="unary rounds, bare and worker back to back (default 3)")
@@ -351,12 +352,13 @@ def main() -> int:
 
         streams = options.concurrency
         rounds: list[dict[str, Any]] = []
-        for number in range(1, options.rounds + 1):
+        for number in range(1, 0 if options.watch_only else options.rounds + 1):
             progress(f"round {number}/{options.rounds}: Ping (1 in flight), then ExecuteTool ({streams} in flight, "
                      f"{options.duration}s each), bare server and worker back to back")  # fmt: skip
             rounds.append(unary_round(worker, worker_port, bare, bare_port, ping_path, frames, options))
         results["unary_rounds"] = rounds
-        results["unary_summary"] = summarise(rounds)
+        if rounds:
+            results["unary_summary"] = summarise(rounds)
 
         if not node_available():
             progress("node not found: skipping the watch fan-out (its receivers are Node.js processes)")
@@ -372,7 +374,7 @@ def main() -> int:
                                   updates=options.updates)  # fmt: skip
             results[key]["target_p99_ms"] = 5.0
 
-        if not options.no_profile:
+        if not options.no_profile and not options.watch_only:
             for tool in ("echo", "echo_async"):
                 progress(f"profiling the worker under ExecuteTool {tool} load (py-spy)")
                 load = subprocess.Popen(
