@@ -1,13 +1,13 @@
 """Watch fan-out measurement for bench/bridge_bench.py: one update, many watchers, how long.
 
-The receivers are Node.js processes speaking plain HTTP/2 (``bridge_watch_receiver.js``:
-Node's built-in nghttp2 binding, no gRPC library), several of them, so the receiving
-side costs ~10 µs per message and is not what is measured. Time is CLOCK_MONOTONIC on
-both sides (system-wide on Linux): the setter notes ``time.monotonic_ns()`` just before
-each ``SetVariable`` and a receiver notes ``process.hrtime`` when message n arrives, so
-a delivery's latency is its arrival minus the send of update n. The worker's CPU time
-per update (from /proc, so it does not depend on how busy the machine is) is reported
-beside the latencies.
+The receivers are Node.js processes speaking plain HTTP/2 (``bridge_watch_client.js``:
+Node's built-in nghttp2 binding, no gRPC library), several of them, so the receiving side
+costs ~15 µs per message and is not what is measured. The setter is h2load, sending one
+``SetVariable`` every ``gap_s`` (see ``_set_ticks`` for why not a Python or Node client).
+Both sides use the wall clock at microsecond resolution: h2load logs when it submitted
+request n, a receiver notes when message n arrives on each of its watches, and a delivery's
+latency is the difference. The worker's CPU time per update (from /proc schedstat, so it
+does not depend on how busy the machine is) is reported beside the latencies.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-RECEIVER = Path(__file__).with_name("bridge_watch_receiver.js")
+CLIENT = Path(__file__).with_name("bridge_watch_client.js")
 SESSION = "bench"
 
 
@@ -48,6 +48,32 @@ def _tick(nanos: int) -> Any:
     return any_pb2.Any(type_url="type.googleapis.com/snakepit.integer", value=str(nanos).encode())
 
 
+def _set_ticks(port: int, updates: int, gap_s: float, workdir: Path) -> list[int]:
+    """``updates`` SetVariable calls of 'tick', ``gap_s`` apart, sent by h2load; their send times (ns since the epoch).
+
+    h2load (C, nghttp2) stamps each request as it submits it; a Python gRPC client took ~1.5 ms
+    and Node's http2 client ~1 ms between their timestamp and the server seeing the request here,
+    where h2load's whole round trip took ~0.3 ms: they would have measured themselves.
+    """
+    from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
+
+    payload = pb2.SetVariableRequest(session_id=SESSION, variable_id="tick", value=_tick(1)).SerializeToString()
+    frame = workdir / "set.bin"
+    frame.write_bytes(b"\x00" + len(payload).to_bytes(4, "big") + payload)
+    log = workdir / "set.log"
+    subprocess.run(
+        ["h2load", "-c1", "-m1", "-t1", f"-n{updates}", f"--rps={round(1 / gap_s)}", f"--log-file={log}",
+         "-d", str(frame), "-H", "content-type: application/grpc", "-H", "te: trailers",
+         f"http://127.0.0.1:{port}/snakepit.bridge.SnakepitBridge/SetVariable"],
+        check=True,
+        capture_output=True,
+        timeout=60 + updates * gap_s,
+    )  # fmt: skip
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line.count("\t") >= 2]
+    assert len(rows) == updates and all(row[1] == "200" for row in rows), f"SetVariable by h2load: {rows[:3]}"
+    return sorted(int(row[0]) * 1000 for row in rows)
+
+
 def fanout(port: int, pid: int, *, rpc: str, watchers: int, receivers: int, updates: int,
            gap_s: float = 0.02) -> dict[str, Any]:  # fmt: skip
     """``updates`` updates of variable 'tick', each reaching ``watchers`` watches over ``receivers`` processes.
@@ -71,7 +97,7 @@ def fanout(port: int, pid: int, *, rpc: str, watchers: int, receivers: int, upda
         outputs = [workdir / f"receiver-{index}.json" for index in range(receivers)]
         processes = [
             subprocess.Popen(
-                ["node", str(RECEIVER), rpc, target, str(per_receiver), str(updates), SESSION, str(output)],
+                ["node", str(CLIENT), rpc, target, str(per_receiver), str(updates), SESSION, str(output)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -83,12 +109,8 @@ def fanout(port: int, pid: int, *, rpc: str, watchers: int, receivers: int, upda
                 assert process.stdout is not None
                 assert process.stdout.readline().strip() == b"WATCHING", f"{rpc} receiver did not start"
             time.sleep(0.2)
-            sends: list[int] = []
             cpu_before = cpu_seconds(pid)
-            for _ in range(updates):
-                sends.append(time.monotonic_ns())
-                stub.SetVariable(pb2.SetVariableRequest(session_id=SESSION, variable_id="tick", value=_tick(sends[-1])))
-                time.sleep(gap_s)  # one update at a time: latency, not a backlog
+            sends = _set_ticks(port, updates, gap_s, workdir)
             cpu_per_update_ms = (cpu_seconds(pid) - cpu_before) * 1000 / updates
         finally:
             for process in processes:
