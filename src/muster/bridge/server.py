@@ -274,7 +274,7 @@ class BridgeServicer(pb2_grpc.SnakepitBridgeServicer):  # type: ignore[misc, unu
             await _abort(context, exc)
         finally:
             controls.cancel()
-            stream.close()
+            self.service.close_watch_stream(stream)
 
     def _watch_event(self, item: StreamItem) -> pb2.WatchEvent:
         if not item.ended:

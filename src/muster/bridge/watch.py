@@ -108,7 +108,7 @@ class WatchStream:
         self._wakeup.set()
 
     def close(self) -> None:
-        """Stop every watch; ``next_item`` answers ``None`` from now on."""
+        """Stop every watch; ``next_item`` answers what is already queued, then ``None``."""
         for watcher in self._watches.values():
             self._store.unwatch(watcher)
         self._watches.clear()
@@ -122,14 +122,12 @@ class WatchStream:
                 raise ResourceExhausted(
                     f"watch stream fell {self.limit} messages behind; read faster or watch less, then watch again"
                 )
-            if self._closed:
-                return None
             if self._items:
                 item = self._items.popleft()
                 if item.event is not None and self._queued.get(id(item.event)) is item:
                     del self._queued[id(item.event)]
                 return item
-            if self._adding_done and not self._watches:
+            if self._closed or (self._adding_done and not self._watches):
                 return None
             self._wakeup.clear()
             await self._wakeup.wait()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -112,5 +114,26 @@ async def test_slow_multiplexed_stream_is_ended_with_resource_exhausted(small_qu
             with pytest.raises(ResourceExhausted, match="fell 4 messages behind"):
                 while True:
                     await anext(events)
+    finally:
+        await client.aclose()
+
+
+async def test_worker_shutdown_ends_multiplexed_streams(worker_factory: Any) -> None:
+    """SIGTERM ends an open multiplexed stream by itself: its watches end, then status OK (not cut at the grace)."""
+    process, target = worker_factory("--stop-grace", "30")
+    client = BridgeClient.connect(target)
+    try:
+        session = f"test-{uuid.uuid4().hex[:10]}"
+        await client.initialize_session(session)
+        await client.set_variable(session, "x", 1)
+        call = client.stub.WatchVariablesMultiplexed()
+        await call.write(pb2.WatchControl(watch_id="w", watch=pb2.WatchVariablesRequest(session_id=session)))
+        await call.read()  # the initial value
+        process.send_signal(signal.SIGTERM)
+        ended = await call.read()
+        assert (list(ended.watch_ids), ended.ended, ended.status_code) == (["w"], True, 0)
+        assert await call.read() is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+        assert process.wait(timeout=60) == 0
     finally:
         await client.aclose()

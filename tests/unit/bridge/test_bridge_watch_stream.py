@@ -126,9 +126,12 @@ async def test_after_adding_is_done_the_stream_ends_with_its_last_watch(store: S
     assert (item is not None and item.ended, await stream.next_item()) == (True, None)
 
 
-async def test_close_stops_every_watch(store: SessionStore, stream: WatchStream) -> None:
-    """Closing the stream unregisters its watchers from every session and ends iteration."""
-    stream.add("a", "a", [])
-    stream.add("b", "b", [])
+async def test_close_stops_every_watch_after_what_is_queued(store: SessionStore, stream: WatchStream) -> None:
+    """Closing the stream unregisters its watchers everywhere; what was queued is still read, then the end."""
+    stream.add("a", "a", ["x"])
+    stream.add("b", "b", ["x"])
     stream.close()
+    store.set_variable("a", "x", TypedValue("integer", 1))  # no longer watched
+    queued = [await stream.next_item(), await stream.next_item()]
+    assert [["a"], ["b"]] == [item.watch_ids for item in queued if item is not None]
     assert (0, 0, None) == (len(store.get("a").watchers), len(store.get("b").watchers), await stream.next_item())
