@@ -10,23 +10,25 @@ Measures, against one ``python -m muster.bridge`` worker (example adapter):
   unary server answering the same ``ExecuteTool`` request with the same
   generator in the same run (the bare server copies the parameter into the
   result: protobuf parsing and gRPC, nothing else);
-* how long a variable update takes to reach 100 watchers (2 watcher
-  processes x 50 streams), p50/p99, from the setter's send to each receipt,
-  and the same fan-out from the bare server (a queue per watcher, nothing
-  else) as the floor;
+* how long a variable update takes to reach 100 watchers, p50/p99, from the
+  setter's send to each receipt, and the worker's CPU time per update: with
+  one ``WatchVariables`` stream per watcher, the same from the bare server (a
+  queue per watcher, nothing else) as the floor, and with the watchers
+  multiplexed over one ``WatchVariablesMultiplexed`` stream per receiving
+  process. The receivers are plain-HTTP/2 Node.js processes (see
+  ``bridge_watch.py``), four by default;
 * where the worker's extra time per call goes (py-spy on the worker, if
   installed), grouped by module.
 
 The load generator is h2load (Debian's nghttp2-client), sending a prepared
-gRPC frame; it runs in its own process, on its own core. Progress goes to
-stderr.
+gRPC frame; it runs in its own process. Every section records the 1-minute
+load average (the machine may be shared). Progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -41,10 +43,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bridge_watch import cpu_seconds, fanout, node_available  # beside this file (run as python bench/bridge_bench.py)
+
 ADAPTER = "muster.bridge.examples.ExampleAdapter"
 SERVICE = "snakepit.bridge.SnakepitBridge"
 SESSION = "bench"
-WATCHER_PROCESSES = 2
+WARM_UP_S = 1
 
 
 def progress(message: str) -> None:
@@ -139,36 +143,6 @@ async def bare_server() -> None:
     await server.stop(0)
 
 
-async def watcher_process(target: str, streams: int, updates: int) -> None:
-    """Open ``streams`` watches of variable 'tick'; report receive latencies (ns) as JSON."""
-    import grpc
-
-    from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
-    from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
-
-    latencies: list[int] = []
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb2_grpc.SnakepitBridgeStub(channel)
-        calls = [
-            stub.WatchVariables(pb2.WatchVariablesRequest(session_id=SESSION, variable_ids=["tick"]))
-            for _ in range(streams)
-        ]
-        for call in calls:
-            await call.read()  # the initial value: registered from here on
-        print("WATCHING", flush=True)
-
-        async def follow(call: Any) -> None:
-            for _ in range(updates):
-                update = await call.read()
-                received = time.time_ns()
-                latencies.append(received - int(update.variable.value.value))
-
-        await asyncio.gather(*(follow(call) for call in calls))
-        for call in calls:
-            call.cancel()
-    print(json.dumps(latencies), flush=True)
-
-
 # --- measurements --------------------------------------------------------------------------------
 
 
@@ -177,31 +151,88 @@ def grpc_frame(message: Any) -> bytes:
     return b"\x00" + len(payload).to_bytes(4, "big") + payload
 
 
-def h2load(port: int, method: str, frame_path: Path, *, duration: float, connections: int, streams: int,
+def h2load(port: int, pid: int, method: str, frame_path: Path, *, duration: float, connections: int, streams: int,
            requests: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Run h2load against one unary method; throughput and per-request latencies."""
+    """Run h2load against one unary method; throughput, per-request latencies, server CPU per call."""
+    cpu_before = cpu_seconds(pid)
     with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as log:
         log_path = Path(log.name)
     command = [
         "h2load", f"-c{connections}", f"-m{streams}", "-t1", f"--log-file={log_path}",
         "-d", str(frame_path), "-H", "content-type: application/grpc", "-H", "te: trailers",
     ]  # fmt: skip
-    command += [f"-n{requests}"] if requests else [f"-D{max(1, round(duration))}", "--warm-up-time=1"]
+    command += [f"-n{requests}"] if requests else [f"-D{max(1, round(duration))}", f"--warm-up-time={WARM_UP_S}"]
     command.append(f"http://127.0.0.1:{port}/{SERVICE}/{method}")
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", output).group(1))  # type: ignore[union-attr]
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", output)
     assert done is not None, output
+    cpu = cpu_seconds(pid) - cpu_before
     micros = sorted(int(line.split("\t")[2]) for line in log_path.read_text().splitlines() if line.count("\t") >= 2)
     log_path.unlink()
+    calls = int(done.group(1)) + (0 if requests else rate * WARM_UP_S)  # warm-up calls are not counted as done
     return {
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "rps": rate,
         "done": int(done.group(1)),
         "failed": int(done.group(3)),
         "p50_ms": micros[len(micros) // 2] / 1000,
         "p90_ms": micros[int(len(micros) * 0.9)] / 1000,
         "p99_ms": micros[int(len(micros) * 0.99)] / 1000,
+        "server_cpu_us_per_call": round(cpu * 1e6 / calls, 1),
     }
+
+
+def unary_round(
+    worker: subprocess.Popen[bytes],
+    worker_port: int,
+    bare: subprocess.Popen[bytes],
+    bare_port: int,
+    ping_path: Path,
+    frames: dict[str, tuple[Any, Path]],
+    options: argparse.Namespace,
+) -> dict[str, Any]:
+    """One round: Ping and ExecuteTool on the bare server and the worker, back to back (same conditions)."""
+    ping = {"connections": 1, "streams": 1, "requests": 3000, "duration": 0}
+    load = {"connections": 1, "streams": options.concurrency, "duration": options.duration}
+    measured = {
+        "ping_bare": h2load(bare_port, bare.pid, "Ping", ping_path, **ping),
+        "ping": h2load(worker_port, worker.pid, "Ping", ping_path, **ping),
+        "echo_bare": h2load(bare_port, bare.pid, "ExecuteTool", frames["echo"][1], **load),
+    }
+    for tool in ("echo", "echo_async"):
+        run = h2load(worker_port, worker.pid, "ExecuteTool", frames[tool][1], **load)
+        run["ratio_to_bare"] = round(run["rps"] / measured["echo_bare"]["rps"], 3)
+        run["extra_us_per_call"] = round(1e6 / run["rps"] - 1e6 / measured["echo_bare"]["rps"], 1)
+        measured[f"execute_tool_{tool}"] = run
+    return measured
+
+
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the rounds, with the targets."""
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    def pick(key: str, field: str) -> list[float]:
+        return [float(round_[key][field]) for round_ in rounds]
+
+    return {
+        "ping_p50_ms": {"worker": median(pick("ping", "p50_ms")), "bare": median(pick("ping_bare", "p50_ms")),
+                        "target": 0.3},
+        "ping_server_cpu_us_per_call": {"worker": median(pick("ping", "server_cpu_us_per_call")),
+                                        "bare": median(pick("ping_bare", "server_cpu_us_per_call"))},
+        "execute_tool_echo_ratio": {"per_round": pick("execute_tool_echo", "ratio_to_bare"),
+                                    "median": median(pick("execute_tool_echo", "ratio_to_bare")), "target": 0.6},
+        "execute_tool_echo_async_ratio": {"per_round": pick("execute_tool_echo_async", "ratio_to_bare"),
+                                          "median": median(pick("execute_tool_echo_async", "ratio_to_bare"))},
+        "execute_tool_server_cpu_us_per_call": {
+            "bare": median(pick("echo_bare", "server_cpu_us_per_call")),
+            "echo": median(pick("execute_tool_echo", "server_cpu_us_per_call")),
+            "echo_async": median(pick("execute_tool_echo_async", "server_cpu_us_per_call")),
+        },
+        "load_average_1m": pick("ping", "load_average_1m"),
+    }  # fmt: skip
 
 
 def check_answers(port: int, frame_request: Any, bare: bool) -> None:
@@ -217,58 +248,6 @@ def check_answers(port: int, frame_request: Any, bare: bool) -> None:
             stub.InitializeSession(pb2.InitializeSessionRequest(session_id=SESSION))
         response = stub.ExecuteTool(frame_request)
         assert response.success and response.result.value == b'"hello"', response
-
-
-def watch_latency(port: int, total_watchers: int, updates: int) -> dict[str, Any]:
-    import grpc
-
-    from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
-    from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
-
-    target = f"127.0.0.1:{port}"
-    per_process = total_watchers // WATCHER_PROCESSES
-    with grpc.insecure_channel(target) as channel:
-        stub = pb2_grpc.SnakepitBridgeStub(channel)
-        with contextlib.suppress(grpc.RpcError):  # the bare server has no sessions
-            stub.InitializeSession(pb2.InitializeSessionRequest(session_id=SESSION))
-        stub.SetVariable(pb2.SetVariableRequest(session_id=SESSION, variable_id="tick", value=_tick(0)))
-    watchers = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--watcher", target, str(per_process), str(updates)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(WATCHER_PROCESSES)
-    ]
-    for watcher in watchers:
-        assert watcher.stdout is not None
-        assert watcher.stdout.readline().strip() == b"WATCHING"
-    with grpc.insecure_channel(target) as channel:
-        stub = pb2_grpc.SnakepitBridgeStub(channel)
-        for _ in range(updates):
-            stub.SetVariable(
-                pb2.SetVariableRequest(session_id=SESSION, variable_id="tick", value=_tick(time.time_ns()))
-            )
-            time.sleep(0.02)  # one update at a time: latency, not a backlog
-    latencies: list[int] = []
-    for watcher in watchers:
-        out, _ = watcher.communicate(timeout=60)
-        latencies += json.loads(out.decode().strip().splitlines()[-1])
-    latencies.sort()
-    return {
-        "watchers": per_process * WATCHER_PROCESSES,
-        "updates": updates,
-        "deliveries": len(latencies),
-        "p50_ms": latencies[len(latencies) // 2] / 1e6,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] / 1e6,
-        "max_ms": latencies[-1] / 1e6,
-    }
-
-
-def _tick(nanos: int) -> Any:
-    from google.protobuf import any_pb2
-
-    return any_pb2.Any(type_url="type.googleapis.com/snakepit.integer", value=str(nanos).encode())
 
 
 OUR_MODULES = {
@@ -330,15 +309,13 @@ def main() -> int:
     parser.add_argument("--watchers", type=int, default=100)
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--watch-only", action="store_true", help="only the watch fan-out (no Ping/ExecuteTool rounds)")
     parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--watcher", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--receivers", type=int, default=4, help="watch receiver processes (default 4)")
+    parser.add_argument("--rounds", type=int, default=3, help="unary rounds, bare and worker back to back (default 3)")
     options = parser.parse_args()
     if options.bare_server:
         asyncio.run(bare_server())
-        return 0
-    if options.watcher:
-        target, streams, updates = options.watcher
-        asyncio.run(watcher_process(target, int(streams), int(updates)))
         return 0
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: apt-get install -y nghttp2-client")
@@ -373,34 +350,31 @@ def main() -> int:
         for tool in frames:
             check_answers(worker_port, frames[tool][0], bare=False)
 
-        progress("Ping at low load (1 call in flight)")
-        results["ping_low_load"] = h2load(
-            worker_port, "Ping", ping_path, duration=0, connections=1, streams=1, requests=3000
-        )
-        results["ping_low_load"]["target_p50_ms"] = 0.3
-        results["ping_low_load_bare"] = h2load(bare_port, "Ping", ping_path, duration=0, connections=1, streams=1,
-                                               requests=3000)  # fmt: skip
-
         streams = options.concurrency
-        progress(f"bare grpc.aio ExecuteTool echo, {streams} in flight, {options.duration}s")
-        results["bare_echo"] = h2load(bare_port, "ExecuteTool", frames["echo"][1], duration=options.duration,
-                                      connections=1, streams=streams)  # fmt: skip
-        for tool in ("echo", "echo_async"):
-            progress(f"worker ExecuteTool {tool}, {streams} in flight, {options.duration}s")
-            measured = h2load(worker_port, "ExecuteTool", frames[tool][1], duration=options.duration,
-                              connections=1, streams=streams)  # fmt: skip
-            measured["ratio_to_bare"] = round(measured["rps"] / results["bare_echo"]["rps"], 3)
-            measured["extra_us_per_call"] = round(1e6 / measured["rps"] - 1e6 / results["bare_echo"]["rps"], 1)
-            results[f"execute_tool_{tool}"] = measured
-        results["execute_tool_target_ratio"] = 0.6
+        rounds: list[dict[str, Any]] = []
+        for number in range(1, 0 if options.watch_only else options.rounds + 1):
+            progress(f"round {number}/{options.rounds}: Ping (1 in flight), then ExecuteTool ({streams} in flight, "
+                     f"{options.duration}s each), bare server and worker back to back")  # fmt: skip
+            rounds.append(unary_round(worker, worker_port, bare, bare_port, ping_path, frames, options))
+        results["unary_rounds"] = rounds
+        if rounds:
+            results["unary_summary"] = summarise(rounds)
 
-        progress(f"variable update to {options.watchers} watchers, {options.updates} updates")
-        results["watch_fanout"] = watch_latency(worker_port, options.watchers, options.updates)
-        results["watch_fanout"]["target_p99_ms"] = 5.0
-        progress("the same fan-out from the bare grpc.aio server (the floor)")
-        results["watch_fanout_bare"] = watch_latency(bare_port, options.watchers, options.updates)
+        if not node_available():
+            progress("node not found: skipping the watch fan-out (its receivers are Node.js processes)")
+        for key, port, pid, rpc in (
+            ("watch_fanout", worker_port, worker.pid, "streams"),
+            ("watch_fanout_bare", bare_port, bare.pid, "streams"),
+            ("watch_fanout_multiplexed", worker_port, worker.pid, "multiplexed"),
+        ):
+            if not node_available():
+                break
+            progress(f"{key}: one update to {options.watchers} watchers ({rpc}), {options.updates} updates")
+            results[key] = fanout(port, pid, rpc=rpc, watchers=options.watchers, receivers=options.receivers,
+                                  updates=options.updates)  # fmt: skip
+            results[key]["target_p99_ms"] = 5.0
 
-        if not options.no_profile:
+        if not options.no_profile and not options.watch_only:
             for tool in ("echo", "echo_async"):
                 progress(f"profiling the worker under ExecuteTool {tool} load (py-spy)")
                 load = subprocess.Popen(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -19,7 +20,7 @@ from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
 from muster.bridge import values
 from muster.errors import Invalid, MusterError, error_for_grpc_code
 
-__all__ = ["BridgeClient", "ToolFailed", "Update"]
+__all__ = ["BridgeClient", "MultiplexedWatch", "ToolFailed", "Update", "WatchEvent"]
 
 
 class ToolFailed(MusterError):
@@ -40,6 +41,89 @@ class Update:
     value: Any
     source: str  # "INITIAL", "ELIXIR", "PYTHON" or "DELETED"
     deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One item of a multiplexed watch stream: a change for some watches, or their end.
+
+    ``update`` is set unless ``ended``; an ended watch's ``error`` is ``None`` when its
+    session ended (or the client cancelled it: ``cancelled``), otherwise why it could not start.
+    """
+
+    watch_ids: tuple[str, ...]
+    update: Update | None
+    ended: bool = False
+    cancelled: bool = False
+    error: MusterError | None = None
+
+
+def _update(message: pb2.VariableUpdate) -> Update:
+    return Update(
+        name=message.variable.name,
+        value=values.decode(message.variable.value).value,
+        source=message.update_source,
+        deleted=message.deleted,
+    )
+
+
+def _watch_event(message: pb2.WatchEvent) -> WatchEvent:
+    ids = tuple(message.watch_ids)
+    if not message.ended:
+        return WatchEvent(ids, _update(message.update))
+    code = next((code for code in grpc.StatusCode if code.value[0] == message.status_code), grpc.StatusCode.UNKNOWN)
+    if code is grpc.StatusCode.OK:
+        return WatchEvent(ids, None, ended=True)
+    if code is grpc.StatusCode.CANCELLED:
+        return WatchEvent(ids, None, ended=True, cancelled=True)
+    return WatchEvent(ids, None, ended=True, error=error_for_grpc_code(code, message.error_message))
+
+
+class MultiplexedWatch:
+    """Many watches over one ``WatchVariablesMultiplexed`` stream (``BridgeClient.watch_multiplexed``).
+
+    Start and cancel watches with ``add`` / ``cancel``; iterate for the events. A change
+    seen by several of these watches arrives once, naming all of them.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    async def add(self, watch_id: str, session_id: str, names: list[str] | None = None) -> None:
+        """Start a watch: its current values come first, then every update."""
+        watch = pb2.WatchVariablesRequest(session_id=session_id, variable_ids=names or [])
+        await self._write(pb2.WatchControl(watch_id=watch_id, watch=watch))
+
+    async def cancel(self, watch_id: str) -> None:
+        await self._write(pb2.WatchControl(watch_id=watch_id, cancel=True))
+
+    async def done_adding(self) -> None:
+        """No more watches: the stream ends once the open ones have."""
+        await self._call.done_writing()
+
+    async def _write(self, control: pb2.WatchControl) -> None:
+        try:
+            await self._call.write(control)
+        except grpc.aio.AioRpcError as exc:
+            raise _convert(exc) from exc
+
+    async def __aiter__(self) -> AsyncIterator[WatchEvent]:
+        try:
+            async for message in self._call:
+                yield _watch_event(message)
+        except grpc.aio.AioRpcError as exc:
+            raise _convert(exc) from exc
+
+    async def aclose(self) -> None:
+        self._call.cancel()
+
+    async def __aenter__(self) -> MultiplexedWatch:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
 
 def _refused(field: str, message: str) -> Invalid:
@@ -176,13 +260,12 @@ class BridgeClient:
         call = self.stub.WatchVariables(pb2.WatchVariablesRequest(session_id=session_id, variable_ids=names or []))
         try:
             async for update in call:
-                yield Update(
-                    name=update.variable.name,
-                    value=values.decode(update.variable.value).value,
-                    source=update.update_source,
-                    deleted=update.deleted,
-                )
+                yield _update(update)
         except grpc.aio.AioRpcError as exc:
             raise _convert(exc) from exc
         finally:
             call.cancel()
+
+    def watch_multiplexed(self) -> MultiplexedWatch:
+        """One stream for many watches (``async with client.watch_multiplexed() as watches: ...``)."""
+        return MultiplexedWatch(self.stub.WatchVariablesMultiplexed())

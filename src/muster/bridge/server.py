@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import any_pb2, timestamp_pb2  # type: ignore[import-untyped, unused-ignore]
@@ -27,6 +27,7 @@ from muster.bridge.adapter import ToolInfo
 from muster.bridge.service import BridgeService, ToolOutcome
 from muster.bridge.session import VariableEvent
 from muster.bridge.variables import Variable
+from muster.bridge.watch import StreamItem, WatchStream
 from muster.errors import Invalid, MusterError, Unavailable, grpc_trailing_metadata
 
 __all__ = ["BridgeServer", "BridgeServicer", "tool_spec_to_proto", "variable_to_proto"]
@@ -36,10 +37,13 @@ logger = logging.getLogger(__name__)
 _RECENT_UPDATES = 256  # messages kept for fan-out: one update, many watchers
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+    """``Timestamp.FromDatetime`` in integer arithmetic: exact, and a third of its cost (~1 µs, not ~3)."""
+    since = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def variable_to_proto(variable: Variable, *, include_metadata: bool = True) -> pb2.Variable:
@@ -258,6 +262,32 @@ class BridgeServicer(pb2_grpc.SnakepitBridgeServicer):  # type: ignore[misc, unu
         except MusterError as exc:
             await _abort(context, exc)
 
+    async def WatchVariablesMultiplexed(
+        self, request_iterator: AsyncIterable[pb2.WatchControl], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb2.WatchEvent]:
+        stream = self.service.open_watch_stream()
+        controls = asyncio.create_task(_follow_controls(request_iterator, stream), name="bridge-watch-controls")
+        try:
+            while (item := await stream.next_item()) is not None:
+                yield self._watch_event(item)
+        except MusterError as exc:
+            await _abort(context, exc)
+        finally:
+            controls.cancel()
+            self.service.close_watch_stream(stream)
+
+    def _watch_event(self, item: StreamItem) -> pb2.WatchEvent:
+        if not item.ended:
+            assert item.event is not None
+            return pb2.WatchEvent(watch_ids=item.watch_ids, update=self._update_message(item.event))
+        if item.cancelled:
+            code, message = grpc.StatusCode.CANCELLED, "cancelled by the client"
+        elif item.error is not None:
+            code, message = item.error.grpc_code, str(item.error)
+        else:
+            code, message = grpc.StatusCode.OK, ""
+        return pb2.WatchEvent(watch_ids=item.watch_ids, ended=True, status_code=code.value[0], error_message=message)
+
     def _update_message(self, event: VariableEvent) -> pb2.VariableUpdate:
         """The message for an event, built once however many watchers receive it."""
         key = id(event)
@@ -269,6 +299,23 @@ class BridgeServicer(pb2_grpc.SnakepitBridgeServicer):  # type: ignore[misc, unu
         if len(self._recent_updates) > _RECENT_UPDATES:
             self._recent_updates.popitem(last=False)
         return message
+
+
+async def _follow_controls(controls: AsyncIterable[pb2.WatchControl], stream: WatchStream) -> None:
+    """Start and cancel the stream's watches as the client asks; its half-close means no more."""
+    try:
+        async for control in controls:
+            if control.cancel:
+                stream.cancel(control.watch_id)
+            else:
+                stream.add(control.watch_id, control.watch.session_id, list(control.watch.variable_ids))
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # the call broke (client gone): end the stream rather than leave it half-read
+        logger.debug("watch stream controls ended", exc_info=True)
+        stream.close()
+        return
+    stream.adding_done()
 
 
 def _tool_response(outcome: ToolOutcome) -> pb2.ExecuteToolResponse:

@@ -22,6 +22,7 @@ from muster.bridge.context import SessionContext
 from muster.bridge.session import SessionStore, VariableEvent
 from muster.bridge.values import TypedValue
 from muster.bridge.variables import Variable
+from muster.bridge.watch import WatchStream
 from muster.errors import MusterError, ResourceExhausted
 
 __all__ = ["BridgeService", "ToolOutcome"]
@@ -64,6 +65,7 @@ class BridgeService:
         self._executor = executor
         self._context_cache_ttl_s = context_cache_ttl_s
         self._adapters: dict[str, Adapter] = {}
+        self._watch_streams: set[WatchStream] = set()
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -98,7 +100,9 @@ class BridgeService:
     def close(self) -> None:
         """End every session (and so every watch stream)."""
         self._adapters.clear()
-        self.store.clear()
+        self.store.clear()  # multiplexed streams queue their watches' ends first...
+        for stream in list(self._watch_streams):  # ...then end once those are sent
+            self.close_watch_stream(stream)
 
     # --- tools -------------------------------------------------------------------------------
 
@@ -181,3 +185,13 @@ class BridgeService:
                 yield event
         finally:
             self.store.unwatch(watcher)
+
+    def open_watch_stream(self) -> WatchStream:
+        """A multiplexed stream of watches over this worker's sessions; ``close_watch_stream`` it when done."""
+        stream = WatchStream(self.store, limit=self.store.watch_queue_size)
+        self._watch_streams.add(stream)
+        return stream
+
+    def close_watch_stream(self, stream: WatchStream) -> None:
+        self._watch_streams.discard(stream)
+        stream.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
@@ -22,7 +22,7 @@ from muster.bridge.variables import VARIABLE_TYPES, Source, Variable, parse_cons
 from muster.clock import Clock, SystemClock
 from muster.errors import Invalid, NotFound, ResourceExhausted
 
-__all__ = ["Session", "SessionStore", "VariableEvent", "Watcher"]
+__all__ = ["Session", "SessionStore", "VariableEvent", "Watcher", "WatcherFactory"]
 
 INITIAL: Final = "INITIAL"
 
@@ -65,8 +65,16 @@ class Watcher:
             return
         self.queue.put_nowait(event)
 
+    def deliver_initial(self, event: VariableEvent) -> None:
+        """A current value at the start of the watch (its limit already makes room for them)."""
+        self.queue.put_nowait(event)
+
     def end(self) -> None:
         self.queue.put_nowait(None)
+
+
+WatcherFactory = Callable[[str, "frozenset[str] | None", int], Watcher]
+"""Builds a watcher from (session id, variable ids or ``None`` for all, queue limit)."""
 
 
 @dataclass(slots=True)
@@ -77,7 +85,7 @@ class Session:
     last_active_at: datetime
     variables: dict[str, Variable] = field(default_factory=dict)  # by id
     ids_by_name: dict[str, str] = field(default_factory=dict)
-    watchers: set[Watcher] = field(default_factory=set)
+    watchers: dict[Watcher, None] = field(default_factory=dict)  # an ordered set: fan-out in watch order
     revision: int = 0  # bumped on every variable change; read caches check it
 
     def find(self, ref: str) -> Variable | None:
@@ -249,29 +257,33 @@ class SessionStore:
 
     # --- watching ----------------------------------------------------------------------------
 
-    def watch(self, session_id: str, refs: Iterable[str]) -> Watcher:
-        """A watcher holding the current values of ``refs`` (all if empty), then every update."""
+    def watch(self, session_id: str, refs: Iterable[str], make_watcher: WatcherFactory = Watcher) -> Watcher:
+        """A watcher holding the current values of ``refs`` (all if empty), then every update.
+
+        ``make_watcher(session_id, variable_ids, limit)`` builds it: a ``Watcher`` with
+        its own queue by default, or one that forwards to a shared stream.
+        """
         session = self.get(session_id)
         refs = list(refs)
         if refs:
             variables = [self.get_variable(session_id, ref) for ref in refs]
-            watcher = Watcher(session_id, frozenset(v.id for v in variables), self.watch_queue_size)
+            watcher = make_watcher(session_id, frozenset(v.id for v in variables), self.watch_queue_size)
         else:
             variables = sorted(session.variables.values(), key=lambda variable: variable.name)
-            watcher = Watcher(session_id, None, max(self.watch_queue_size, len(variables)))
+            watcher = make_watcher(session_id, None, max(self.watch_queue_size, len(variables)))
         now = self.clock.now()
         seen: set[str] = set()
         for variable in variables:  # each once, in the order asked
             if variable.id not in seen:
                 seen.add(variable.id)
-                watcher.queue.put_nowait(VariableEvent(variable, INITIAL, now))
-        session.watchers.add(watcher)
+                watcher.deliver_initial(VariableEvent(variable, INITIAL, now))
+        session.watchers[watcher] = None
         return watcher
 
     def unwatch(self, watcher: Watcher) -> None:
         session = self._sessions.get(watcher.session_id)
         if session is not None:
-            session.watchers.discard(watcher)
+            session.watchers.pop(watcher, None)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -350,7 +362,8 @@ class SessionStore:
         self._publish(session, events)
 
     def _publish(self, session: Session, events: list[VariableEvent]) -> None:
-        for watcher in session.watchers:
-            for event in events:
+        # Event by event, so a shared stream sees one event's watchers back to back.
+        for event in events:
+            for watcher in session.watchers:
                 if watcher.wants(event.variable.id):
                     watcher.offer(event)

@@ -408,3 +408,27 @@ class ToolChunk(_message.Message):
     success: bool
     error_message: str
     def __init__(self, chunk_id: _Optional[str] = ..., data: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., is_final: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., success: _Optional[bool] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class WatchControl(_message.Message):
+    __slots__ = ("watch_id", "watch", "cancel")
+    WATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    WATCH_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    watch_id: str
+    watch: WatchVariablesRequest
+    cancel: bool
+    def __init__(self, watch_id: _Optional[str] = ..., watch: _Optional[_Union[WatchVariablesRequest, _Mapping]] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("watch_ids", "update", "ended", "status_code", "error_message")
+    WATCH_IDS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    watch_ids: _containers.RepeatedScalarFieldContainer[str]
+    update: VariableUpdate
+    ended: bool
+    status_code: int
+    error_message: str
+    def __init__(self, watch_ids: _Optional[_Iterable[str]] = ..., update: _Optional[_Union[VariableUpdate, _Mapping]] = ..., ended: _Optional[bool] = ..., status_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...

@@ -99,6 +99,11 @@ class SnakepitBridgeStub:
                 request_serializer=snakepit_dot_bridge_dot_snakepit__bridge__pb2.ExecuteToolRequest.SerializeToString,
                 response_deserializer=snakepit_dot_bridge_dot_snakepit__bridge__pb2.ToolChunk.FromString,
                 _registered_method=True)
+        self.WatchVariablesMultiplexed = channel.stream_stream(
+                '/snakepit.bridge.SnakepitBridge/WatchVariablesMultiplexed',
+                request_serializer=snakepit_dot_bridge_dot_snakepit__bridge__pb2.WatchControl.SerializeToString,
+                response_deserializer=snakepit_dot_bridge_dot_snakepit__bridge__pb2.WatchEvent.FromString,
+                _registered_method=True)
 
 
 class SnakepitBridgeServicer:
@@ -208,6 +213,22 @@ class SnakepitBridgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchVariablesMultiplexed(self, request_iterator, context):
+        """Many watches over one stream: a host opens one per connection and starts or
+        cancels watches on it with WatchControl messages. A variable change travels
+        once per stream, as one WatchEvent naming every watch of the stream that
+        sees it, instead of once per WatchVariables stream. Each watch sees what
+        WatchVariables would show it: the current values first, then every update,
+        then an ended event when its session is cleaned up. A watch that cannot
+        start (unknown session or variable, empty or duplicate watch_id) ends at
+        once with its status; the other watches go on. A stream that falls too far
+        behind is ended with RESOURCE_EXHAUSTED. After the client half-closes, the
+        stream ends (OK) once its last watch has ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SnakepitBridgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -275,6 +296,11 @@ def add_SnakepitBridgeServicer_to_server(servicer, server):
                     servicer.ExecuteStreamingTool,
                     request_deserializer=snakepit_dot_bridge_dot_snakepit__bridge__pb2.ExecuteToolRequest.FromString,
                     response_serializer=snakepit_dot_bridge_dot_snakepit__bridge__pb2.ToolChunk.SerializeToString,
+            ),
+            'WatchVariablesMultiplexed': grpc.stream_stream_rpc_method_handler(
+                    servicer.WatchVariablesMultiplexed,
+                    request_deserializer=snakepit_dot_bridge_dot_snakepit__bridge__pb2.WatchControl.FromString,
+                    response_serializer=snakepit_dot_bridge_dot_snakepit__bridge__pb2.WatchEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -628,6 +654,33 @@ class SnakepitBridge:
             '/snakepit.bridge.SnakepitBridge/ExecuteStreamingTool',
             snakepit_dot_bridge_dot_snakepit__bridge__pb2.ExecuteToolRequest.SerializeToString,
             snakepit_dot_bridge_dot_snakepit__bridge__pb2.ToolChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchVariablesMultiplexed(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/snakepit.bridge.SnakepitBridge/WatchVariablesMultiplexed',
+            snakepit_dot_bridge_dot_snakepit__bridge__pb2.WatchControl.SerializeToString,
+            snakepit_dot_bridge_dot_snakepit__bridge__pb2.WatchEvent.FromString,
             options,
             channel_credentials,
             insecure,
