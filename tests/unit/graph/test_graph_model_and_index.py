@@ -187,3 +187,41 @@ def test_replaying_events_over_a_newer_snapshot_converges() -> None:
     assert sorted(fresh.edges()) == sorted(replayed.edges())
     assert fresh.criticality == replayed.criticality
     assert fresh.live_out == replayed.live_out
+
+
+def test_components_are_kept_while_no_change_can_alter_them() -> None:
+    """Re-observed edges, edges into or out of the cycle's dead ends and new services keep the components."""
+    index = GraphIndex()
+    index.apply(
+        _event(
+            1,
+            "graph.dependencies_upserted",
+            {"edges": [["a", "b", "manual", "hard"], ["b", "a", "manual", "hard"], ["b", "c", "manual", "hard"]]},
+        )
+    )
+    assert [["a", "b"]] == index.strongly_connected_components()
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["a", "b", "manual", "hard"]]}))
+    index.apply(_event(3, "graph.dependencies_upserted", {"edges": [["a", "c", "kubernetes", "soft"]]}))
+    index.apply(_event(4, "graph.dependencies_upserted", {"edges": [["c", "d", "manual", "hard"]]}))
+    index.apply(_event(5, "graph.services_upserted", {"services": [["e", "low"]]}))
+    assert index.components_cached
+    assert [["a", "b"]] == index.strongly_connected_components()
+
+
+def test_a_change_that_may_close_or_split_a_cycle_drops_the_components() -> None:
+    """An edge back into the cycle, or a stale edge inside it, makes the next call compute them again."""
+    index = GraphIndex()
+    index.apply(
+        _event(
+            1,
+            "graph.dependencies_upserted",
+            {"edges": [["a", "b", "manual", "hard"], ["b", "a", "manual", "hard"], ["b", "c", "manual", "hard"]]},
+        )
+    )
+    assert [["a", "b"]] == index.strongly_connected_components()
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["c", "a", "manual", "hard"]]}))
+    assert not index.components_cached
+    assert [["a", "b", "c"]] == index.strongly_connected_components()
+    index.apply(_event(3, "graph.dependencies_marked_stale", {"edges": [["b", "c", "manual"]]}))
+    assert not index.components_cached
+    assert [["a", "b"]] == index.strongly_connected_components()
