@@ -52,6 +52,8 @@ __all__ = [
 InsertFn = Callable[[Any], Any]
 _CHUNK = 5000
 
+_LIVE = text("NOT graph_dependencies.is_stale")
+
 src = graph_services.alias("src")
 dst = graph_services.alias("dst")
 
@@ -373,7 +375,9 @@ async def list_edges(
     this, other = (src, dst) if outgoing else (dst, src)
     query = _edges_query().where(this.c.service_id == service_id)
     if not include_stale:
-        query = query.where(dependencies.c.is_stale == False)  # noqa: E712 (SQL, not Python)
+        # Spelled as the partial indexes' own condition: SQLite only uses a partial index when the
+        # query states its WHERE term, and SQLAlchemy writes ``~is_stale`` as ``is_stale = 0`` there.
+        query = query.where(_LIVE)
     query = query.order_by(other.c.service_id, dependencies.c.discovery_source)
     return [_edge(r) for r in await conn.execute(query)]
 
