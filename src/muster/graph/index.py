@@ -67,8 +67,9 @@ class GraphIndex:
         # component number (-1: on its own); None when a change may have altered them.
         self._components: list[list[str]] | None = None
         self._component_of: np.ndarray = np.empty(0, dtype=np.int64)
-        # (names in sorted order, rank of each node number); None after the service set changed.
+        # (names in sorted order, rank of each node number), see _name_order; None after a removal.
         self._order: tuple[np.ndarray, np.ndarray] | None = None
+        self._added: list[int] = []  # node numbers of services added since the order was built
 
     # -- reading --------------------------------------------------------------------
 
@@ -126,14 +127,35 @@ class GraphIndex:
         return components
 
     def _name_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every name in sorted order, each node number's position in it).
+
+        Built by one sort of all names, then kept: services added since are
+        merged in (their positions found by binary search, the others' shifted
+        with numpy), so a new service costs no full sort. A removal, or more
+        additions than an eighth of the table, builds it again.
+        """
+        if self._order is not None and self._added:
+            if len(self._added) * 8 > len(self._order[0]):
+                self._order = None
+            else:
+                self._order = self._merge_added(*self._order)
+        self._added = []
         if self._order is None:
-            names = sorted(self._node)
-            rank = np.full(len(self._name), -1, dtype=np.int64)
-            rank[np.fromiter((self._node[n] for n in names), dtype=np.int64, count=len(names))] = np.arange(
-                len(names), dtype=np.int64
-            )
-            self._order = (np.array(names, dtype=object), rank)
+            labels = [name if name is not None else "" for name in self._name]  # "": a freed number
+            by_name = np.fromiter(sorted(range(len(labels)), key=labels.__getitem__), dtype=np.int64, count=len(labels))
+            rank = np.empty(len(labels), dtype=np.int64)
+            rank[by_name] = np.arange(len(labels), dtype=np.int64)
+            self._order = (np.array(labels, dtype=object)[by_name], rank)
         return self._order
+
+    def _merge_added(self, names: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        added = sorted(self._added, key=self._name.__getitem__)  # type: ignore[arg-type]
+        added_names = np.array([self._name[node] for node in added], dtype=object)
+        positions = np.searchsorted(names, added_names)
+        merged = np.empty(len(self._name), dtype=np.int64)
+        merged[: len(rank)] = rank + np.searchsorted(positions, rank, side="right")
+        merged[np.asarray(added, dtype=np.int64)] = positions + np.arange(len(added), dtype=np.int64)
+        return np.insert(names, positions, added_names), merged
 
     def _component(self, node: int) -> int:
         return int(self._component_of[node]) if node < len(self._component_of) else -1
@@ -155,7 +177,8 @@ class GraphIndex:
                 self._name[node] = service_id
             if node < len(self._component_of):  # a number freed by a removed service
                 self._component_of[node] = -1
-            self._order = None
+            if self._order is not None:
+                self._added.append(node)
 
     def ensure_service(self, service_id: str) -> None:
         """Add a service discovered through an edge, keeping it as it is if it exists."""
@@ -202,6 +225,7 @@ class GraphIndex:
         self._name[node] = None
         self.graph.remove_node(node)
         self._order = None
+        self._added = []
         # Its pairs are gone; had it shared a component, dropping them already dropped the components.
 
     def _drop_pair(self, source: str, target: str) -> None:

@@ -225,3 +225,17 @@ def test_a_change_that_may_close_or_split_a_cycle_drops_the_components() -> None
     index.apply(_event(3, "graph.dependencies_marked_stale", {"edges": [["b", "c", "manual"]]}))
     assert not index.components_cached
     assert [["a", "b"]] == index.strongly_connected_components()
+
+
+def test_services_added_after_a_detection_take_their_place_in_name_order() -> None:
+    """Newcomers merged into the kept name order (no full sort) come out in name order, before, between and after."""
+    names = [f"s{i:02d}" for i in range(0, 80, 2)]
+    ring = [[a, b, "manual", "hard"] for a, b in zip(names, names[1:] + names[:1], strict=True)]
+    index = GraphIndex()
+    index.apply(_event(1, "graph.dependencies_upserted", {"edges": ring}))
+    assert [names] == index.strongly_connected_components()
+    newcomers = ["a", "s01", "s33", "s34x", "s99"]
+    joins = [e for n in newcomers for e in ([names[0], n, "manual", "hard"], [n, names[1], "manual", "hard"])]
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": joins}))
+    assert index._added  # the merge, not a rebuild, puts them in order
+    assert [sorted(names + newcomers)] == index.strongly_connected_components()
