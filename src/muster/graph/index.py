@@ -21,7 +21,9 @@ recomputing them (a whole computation is ~0.1 s on 100,000 services /
 
 * a new live pair ``a -> b`` closes a new cycle only through a path
   ``b ~> a``: not if ``a`` and ``b`` already share a component, and not if
-  ``a`` has no incoming or ``b`` no outgoing live pair;
+  ``a`` has no incoming or ``b`` no outgoing live pair; and if everything
+  ``a`` hears from is in ``b``'s component (or everything ``b`` depends on in
+  ``a``'s), just ``a`` (or ``b``) joins that component, kept in place;
 * a live pair that disappears can split only the component holding both
   ends; between two components it was on no cycle;
 * a new service is a component of its own; a service removed from no
@@ -33,6 +35,7 @@ them again. Re-observing an existing edge changes nothing at all.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from typing import Any
 
@@ -260,14 +263,43 @@ class GraphIndex:
             self._unlink(a, b)
 
     def _link(self, a: int, b: int) -> None:
-        """Add the live pair ``a -> b`` to the digraph, dropping the components if it may change them."""
+        """Add the live pair ``a -> b`` to the digraph, keeping the components current or dropping them."""
         if self._components is not None:
-            shared = self._component(a)
-            if not (shared != -1 and shared == self._component(b)) and (
-                self.graph.in_degree(a) and self.graph.out_degree(b)
-            ):
-                self._components = None
+            self._components_after_link(a, b)
         self.graph.add_edge(a, b, None)
+
+    def _components_after_link(self, a: int, b: int) -> None:
+        """Keep the components through a new pair ``a -> b`` (before it is added), or drop them.
+
+        A cycle through it needs a path ``b ~> a``. If every service ``a`` hears
+        from sits in ``b``'s component C, every such path ends C -> a, so exactly
+        ``a`` joins C (likewise ``b`` joins ``a``'s component if everything ``b``
+        depends on sits there): a new service closing a loop into a cycle is
+        kept current without computing the components again.
+        """
+        graph = self.graph
+        of_a, of_b = self._component(a), self._component(b)
+        if (of_a != -1 and of_a == of_b) or not graph.in_degree(a) or not graph.out_degree(b):
+            return
+        if of_a == -1 and of_b != -1 and all(self._component(p) == of_b for p in graph.predecessor_indices(a)):
+            self._join(a, of_b)
+        elif of_b == -1 and of_a != -1 and all(self._component(s) == of_a for s in graph.successor_indices(b)):
+            self._join(b, of_a)
+        else:
+            self._components = None
+
+    def _join(self, node: int, number: int) -> None:
+        assert self._components is not None
+        members = list(self._components[number])  # a new list: callers may hold the old one
+        name = self._name[node]
+        assert name is not None
+        bisect.insort(members, name)
+        self._components[number] = members
+        if node >= len(self._component_of):
+            grown = np.full(len(self._name), -1, dtype=np.int64)
+            grown[: len(self._component_of)] = self._component_of
+            self._component_of = grown
+        self._component_of[node] = number
 
     def _unlink(self, a: int, b: int) -> None:
         """Remove the live pair ``a -> b``; only a pair inside one component can split it."""

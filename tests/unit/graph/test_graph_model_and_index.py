@@ -208,23 +208,41 @@ def test_components_are_kept_while_no_change_can_alter_them() -> None:
     assert [["a", "b"]] == index.strongly_connected_components()
 
 
-def test_a_change_that_may_close_or_split_a_cycle_drops_the_components() -> None:
-    """An edge back into the cycle, or a stale edge inside it, makes the next call compute them again."""
+def test_a_service_closing_a_loop_into_a_cycle_joins_it_in_place() -> None:
+    """A service that hears only from a cycle and depends on it joins that component without a recomputation."""
     index = GraphIndex()
     index.apply(
         _event(
             1,
             "graph.dependencies_upserted",
-            {"edges": [["a", "b", "manual", "hard"], ["b", "a", "manual", "hard"], ["b", "c", "manual", "hard"]]},
+            {"edges": [["b", "d", "manual", "hard"], ["d", "b", "manual", "hard"], ["d", "c", "manual", "hard"]]},
         )
     )
-    assert [["a", "b"]] == index.strongly_connected_components()
-    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["c", "a", "manual", "hard"]]}))
+    held = index.strongly_connected_components()
+    assert [["b", "d"]] == held
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["c", "b", "manual", "hard"]]}))
+    index.apply(_event(3, "graph.dependencies_upserted", {"edges": [["a", "d", "manual", "hard"]]}))
+    index.apply(_event(4, "graph.dependencies_upserted", {"edges": [["b", "a", "manual", "hard"]]}))
+    assert index.components_cached
+    assert [["a", "b", "c", "d"]] == index.strongly_connected_components()
+    assert [["b", "d"]] == held  # lists handed out earlier are not changed under their holder
+
+
+def test_a_change_that_may_merge_or_split_components_drops_them() -> None:
+    """An edge between two cycles, or a stale edge inside one, makes the next call compute them again."""
+    index = GraphIndex()
+    edges = [["a", "b"], ["b", "a"], ["x", "y"], ["y", "x"]]
+    index.apply(_event(1, "graph.dependencies_upserted", {"edges": [[s, t, "manual", "hard"] for s, t in edges]}))
+    assert [["a", "b"], ["x", "y"]] == sorted(index.strongly_connected_components())
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["b", "x", "manual", "hard"]]}))
+    assert not index.components_cached  # it might have closed a cycle (here it did not)
+    assert [["a", "b"], ["x", "y"]] == sorted(index.strongly_connected_components())
+    index.apply(_event(3, "graph.dependencies_upserted", {"edges": [["y", "a", "manual", "hard"]]}))
     assert not index.components_cached
-    assert [["a", "b", "c"]] == index.strongly_connected_components()
-    index.apply(_event(3, "graph.dependencies_marked_stale", {"edges": [["b", "c", "manual"]]}))
+    assert [["a", "b", "x", "y"]] == index.strongly_connected_components()
+    index.apply(_event(4, "graph.dependencies_marked_stale", {"edges": [["b", "x", "manual"]]}))
     assert not index.components_cached
-    assert [["a", "b"]] == index.strongly_connected_components()
+    assert [["a", "b"], ["x", "y"]] == sorted(index.strongly_connected_components())
 
 
 def test_services_added_after_a_detection_take_their_place_in_name_order() -> None:
@@ -239,3 +257,23 @@ def test_services_added_after_a_detection_take_their_place_in_name_order() -> No
     index.apply(_event(2, "graph.dependencies_upserted", {"edges": joins}))
     assert index._added  # the merge, not a rebuild, puts them in order
     assert [sorted(names + newcomers)] == index.strongly_connected_components()
+
+
+def test_a_loop_through_a_second_newcomer_is_not_taken_for_a_join() -> None:
+    """If the cycle also reaches the service through another outsider, that one joins too: recomputed, not patched."""
+    index = GraphIndex()
+    edges = [["b", "d"], ["d", "b"], ["d", "a"], ["d", "p"], ["p", "a"]]
+    index.apply(_event(1, "graph.dependencies_upserted", {"edges": [[s, t, "manual", "hard"] for s, t in edges]}))
+    assert [["b", "d"]] == index.strongly_connected_components()
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["a", "b", "manual", "hard"]]}))
+    assert [["a", "b", "d", "p"]] == index.strongly_connected_components()
+
+
+def test_a_way_back_through_a_second_newcomer_is_not_taken_for_a_join() -> None:
+    """The mirror case: the new dependency's target reaches the cycle also through an outsider, which joins too."""
+    index = GraphIndex()
+    edges = [["a", "d"], ["d", "a"], ["b", "d"], ["b", "p"], ["p", "d"]]
+    index.apply(_event(1, "graph.dependencies_upserted", {"edges": [[s, t, "manual", "hard"] for s, t in edges]}))
+    assert [["a", "d"]] == index.strongly_connected_components()
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["a", "b", "manual", "hard"]]}))
+    assert [["a", "b", "d", "p"]] == index.strongly_connected_components()
