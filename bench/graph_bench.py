@@ -313,7 +313,11 @@ async def cycle_rounds(graph: GraphService, rounds: int) -> dict[str, Any]:
     * ``recomputed``: the kept components dropped by hand before each call, so each call computes them
       again (SCC in rustworkx + name order), as after a change that may close or split a cycle;
     * ``component_grew``: before each call one new service joins the giant component through two real
-      edges (upserted), so each call recomputes, resolves the old alert and opens a new one.
+      edges (upserted); the index adds it to the kept component in place, and the call resolves the old
+      alert and opens a new one (every member listed);
+    * ``components_merged``: before each call two new services that depend on each other are upserted
+      with edges from and back into the giant component, so each call computes the components again
+      *and* replaces the giant component's alert: the slowest case here.
     """
     samples: dict[str, list[float]] = {}
     began, cpu = time.perf_counter(), time.process_time()
@@ -338,6 +342,16 @@ async def cycle_rounds(graph: GraphService, rounds: int) -> dict[str, Any]:
         began, cpu = time.perf_counter(), time.process_time()
         await graph.detect_cycles()
         _timed(samples, "component_grew", began, cpu)
+    for number in range(rounds):
+        pair = (f"merger-{number:03d}-a", f"merger-{number:03d}-b")
+        edges = [{"source_service_id": pair[0], "target_service_id": pair[1]},
+                 {"source_service_id": pair[1], "target_service_id": pair[0]},
+                 {"source_service_id": giant[number + rounds], "target_service_id": pair[0]},
+                 {"source_service_id": pair[1], "target_service_id": giant[-1 - number - rounds]}]
+        await graph.upsert_dependencies(UpsertDependenciesInput.model_validate({"dependencies": edges}))
+        began, cpu = time.perf_counter(), time.process_time()
+        await graph.detect_cycles()
+        _timed(samples, "components_merged", began, cpu)
     result: dict[str, Any] = {"target_ms": 200.0, "components": components, "largest": len(giant)}
     for name, values in samples.items():
         result[name] = {**percentiles(values), "rounds_ms": [round(v * 1000, 1) for v in values]}
