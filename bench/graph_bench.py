@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/graph_bench.py [--small-services 5000 --small-edges 25000
                                            --large-services 100000 --large-edges 400000 --samples 2000]
+                                          [--only traversal|large|large-no-networkx] [--cycle-rounds 7]
 
 Steps (progress on stderr, one JSON document on stdout):
 
@@ -11,7 +12,9 @@ Steps (progress on stderr, one JSON document on stdout):
    recursive CTE (UNION, partial indexes on both ends) on the same graph in PostgreSQL. Ratios against the
    service layer are printed.
 3. 100,000 services / 400,000 edges: bulk upsert of the whole graph on SQLite through the service layer
-   (10,000 per call, as the HTTP bound allows), then cycle detection (SCC + one alert per component).
+   (10,000 per call, as the HTTP bound allows), then cycle detection (SCC + one alert per component), cold
+   and warm (see :func:`cycle_rounds`). Wall time and this process's CPU time are both reported, with the
+   load average: the machines are shared.
 
 PostgreSQL: ``MUSTER_BENCH_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``); a scratch
 database is created and dropped. Without PostgreSQL the CTE step is skipped and the JSON says so.
@@ -277,35 +280,84 @@ async def large_graph(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     runtime = await build_runtime(settings_for(data_dir, url))
     try:
         graph: GraphService = runtime.contexts["graph"].service
+        cpu_began = time.process_time()
         load_s = await bulk_load(graph, names, edges, "100k graph")
-        result["bulk_upsert_sqlite"] = {"seconds": round(load_s, 2), "target_s": 30.0, "calls_of": BATCH}
-        samples = []
-        for _ in range(5):
-            began = time.perf_counter()
-            components = graph.index.strongly_connected_components()
-            samples.append(time.perf_counter() - began)
-        result["scc_rustworkx"] = {**percentiles(samples), "components_over_1": len(components),
-                                   "largest": max(map(len, components), default=0)}
-        samples = []
-        for round_ in range(3):
-            began = time.perf_counter()
-            report = await graph.detect_cycles()
-            samples.append(time.perf_counter() - began)
-            progress(f"cycle detection round {round_ + 1}: {samples[-1] * 1000:.0f} ms")
-        result["cycle_detection"] = {
-            **percentiles(samples),
-            "target_ms": 200.0,
-            "components": report.components,
-            "note": "SCC in rustworkx (members in name order) + bidirectional search for the shortest cycle through "
-                    "each component's smallest member + alert dedupe by members_key",
+        result["bulk_upsert_sqlite"] = {
+            "seconds": round(load_s, 2), "target_s": 30.0, "calls_of": BATCH,
+            "process_cpu_s": round(time.process_time() - cpu_began, 2), "load_average": os.getloadavg(),
         }
+        result["cycle_detection"] = await cycle_rounds(graph, args.cycle_rounds)
     finally:
         await close_runtime(runtime)
+    if args.only == "large-no-networkx":
+        return result
     digraph = nx.DiGraph()
     digraph.add_edges_from(edges)
     began = time.perf_counter()
     list(nx.strongly_connected_components(digraph))
     result["scc_networkx_ms"] = round((time.perf_counter() - began) * 1000, 1)
+    return result
+
+
+def _timed(samples: dict[str, list[float]], name: str, began: float, cpu_began: float) -> None:
+    samples.setdefault(name, []).append(time.perf_counter() - began)
+    samples.setdefault(f"{name}_cpu", []).append(time.process_time() - cpu_began)
+
+
+async def cycle_rounds(graph: GraphService, rounds: int) -> dict[str, Any]:
+    """Cycle detection, cold and warm (wall and this process's CPU time per call).
+
+    * ``first``: the first detection after the load: components computed, the name-rank table built, the
+      giant component's alert (every member) written with its event;
+    * ``unchanged``: the graph did not change since the last detection: the index's kept components;
+    * ``recomputed``: the kept components dropped by hand before each call, so each call computes them
+      again (SCC in rustworkx + name order), as after a change that may close or split a cycle;
+    * ``component_grew``: before each call one new service joins the giant component through two real
+      edges (upserted); the index adds it to the kept component in place, and the call resolves the old
+      alert and opens a new one (every member listed);
+    * ``components_merged``: before each call two new services that depend on each other are upserted
+      with edges from and back into the giant component, so each call computes the components again
+      *and* replaces the giant component's alert: the slowest case here.
+    """
+    samples: dict[str, list[float]] = {}
+    began, cpu = time.perf_counter(), time.process_time()
+    report = await graph.detect_cycles()
+    _timed(samples, "first", began, cpu)
+    components = report.components
+    for _ in range(rounds):
+        began, cpu = time.perf_counter(), time.process_time()
+        await graph.detect_cycles()
+        _timed(samples, "unchanged", began, cpu)
+    for _ in range(rounds):
+        graph.index._components = None  # the benchmark forces the recomputation
+        began, cpu = time.perf_counter(), time.process_time()
+        await graph.detect_cycles()
+        _timed(samples, "recomputed", began, cpu)
+    giant = max(graph.index.strongly_connected_components(), key=len)
+    for number in range(rounds):
+        newcomer = f"joiner-{number:03d}"
+        edges = [{"source_service_id": giant[number], "target_service_id": newcomer},
+                 {"source_service_id": newcomer, "target_service_id": giant[-1 - number]}]
+        await graph.upsert_dependencies(UpsertDependenciesInput.model_validate({"dependencies": edges}))
+        began, cpu = time.perf_counter(), time.process_time()
+        await graph.detect_cycles()
+        _timed(samples, "component_grew", began, cpu)
+    for number in range(rounds):
+        pair = (f"merger-{number:03d}-a", f"merger-{number:03d}-b")
+        edges = [{"source_service_id": pair[0], "target_service_id": pair[1]},
+                 {"source_service_id": pair[1], "target_service_id": pair[0]},
+                 {"source_service_id": giant[number + rounds], "target_service_id": pair[0]},
+                 {"source_service_id": pair[1], "target_service_id": giant[-1 - number - rounds]}]
+        await graph.upsert_dependencies(UpsertDependenciesInput.model_validate({"dependencies": edges}))
+        began, cpu = time.perf_counter(), time.process_time()
+        await graph.detect_cycles()
+        _timed(samples, "components_merged", began, cpu)
+    result: dict[str, Any] = {"target_ms": 200.0, "components": components, "largest": len(giant)}
+    for name, values in samples.items():
+        result[name] = {**percentiles(values), "rounds_ms": [round(v * 1000, 1) for v in values]}
+    progress("cycle detection: " + ", ".join(
+        f"{name} median {result[name]['median_ms']:.0f} ms" for name in samples if not name.endswith("_cpu")
+    ))
     return result
 
 
@@ -316,18 +368,26 @@ async def main() -> None:
     parser.add_argument("--large-services", type=int, default=100_000)
     parser.add_argument("--large-edges", type=int, default=400_000)
     parser.add_argument("--samples", type=int, default=2_000)
+    parser.add_argument("--cycle-rounds", type=int, default=7, help="cycle detections per kind (see cycle_rounds)")
+    parser.add_argument("--only", choices=["traversal", "large", "large-no-networkx"],
+                        help="run one part: the 5k traversal step, or the 100k bulk upsert + cycle detection "
+                             "(with or without the networkx SCC comparison)")
     args = parser.parse_args()
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     with tempfile.TemporaryDirectory(prefix="graph-bench-") as tmp:
         work = Path(tmp)
-        report = {
+        report: dict[str, Any] = {
             "benchmark": "graph",
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-            "traversal_5k": await small_graph(args, work),
-            "large_100k": await large_graph(args, work),
+            "load_average_at_start": os.getloadavg(),
         }
+        if args.only in (None, "traversal"):
+            report["traversal_5k"] = await small_graph(args, work)
+        if args.only != "traversal":
+            report["large_100k"] = await large_graph(args, work)
+        report["load_average_at_end"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 
 

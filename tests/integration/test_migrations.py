@@ -10,11 +10,13 @@ from sqlalchemy.engine import Connection
 
 from muster.store.engine import Store
 from muster.store.migrate import current_revision, downgrade, head_revision, upgrade
+from muster.store.schema import include_object_for
 from muster.store.tables import metadata
 
 
 def _diff(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": False})
+    include = include_object_for(connection.dialect.name)
+    context = MigrationContext.configure(connection, opts={"compare_type": False, "include_object": include})
     return [d for d in compare_metadata(context, metadata) if not _ignorable(d)]
 
 

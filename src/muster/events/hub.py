@@ -36,6 +36,7 @@ __all__ = ["Event", "EventHub", "WatchFilter"]
 
 log = structlog.get_logger("muster.events")
 _PAGE = 2000
+_MAX_POLL_SKIP_S = 1.0
 NOTIFY_CHANNEL = "muster_events"
 _PG_PAGE = (
     "SELECT revision, kind, subject, payload::text, ts FROM events WHERE revision > $1 ORDER BY revision LIMIT $2"
@@ -208,10 +209,21 @@ class EventHub:
 
     async def _run(self) -> None:
         poll = self._poll_interval if self.store.dialect == "sqlite" else max(self._poll_interval, 1.0)
+        loop = asyncio.get_running_loop()
+        last_read = loop.time()
         while True:
+            woken = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=poll)
+                woken = True
             self._wake.clear()
+            if not woken and self.store.write_in_flight and loop.time() - last_read < _MAX_POLL_SKIP_S:
+                # This process is committing: its events come from memory (``committed``), which
+                # reads the table itself if another process's events come first. A poll now would
+                # mostly read back the rows being committed (a bulk upsert's are large). Writes
+                # without events never call ``committed``, so polls are put off for a while only.
+                continue
+            last_read = loop.time()
             if self._listener_lost() and time.monotonic() - self._listen_tried_at >= poll:
                 await self._drop_listener()
                 await self._listen()  # after a restart: NOTIFY wake-ups again, not just the poll

@@ -147,12 +147,10 @@ class UpsertDependenciesInput(_Input):
     def _unique(cls, value: list[DependencyInput]) -> list[DependencyInput]:
         seen: dict[tuple[str, str, str], int] = {}
         for position, item in enumerate(value):
-            if item.key in seen:
-                raise _rule(
-                    f"edge {item.key[0]} -> {item.key[1]} ({item.key[2]}) appears at "
-                    f"[{seen[item.key]}] and [{position}]"
-                )
-            seen[item.key] = position
+            key = item.key
+            if key in seen:
+                raise _rule(f"edge {key[0]} -> {key[1]} ({key[2]}) appears at [{seen[key]}] and [{position}]")
+            seen[key] = position
         return value
 
 

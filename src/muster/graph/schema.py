@@ -5,7 +5,8 @@ inputs: enumerations and bounds are CHECK constraints, an edge is unique per
 (source, target, discovery source), self-loops are refused, and deleting a
 service cascades to its edges. The partial indexes (live edges on both ends,
 stale edges, discovered services, unresolved alerts) are created on both
-engines; SQLite has partial indexes too. The ``updated_at`` triggers live in
+engines (SQLite has partial indexes too), except the live-edge index on the
+source side, which SQLite does without: the unique key's prefix serves it. The ``updated_at`` triggers live in
 the migration (PL/pgSQL on PostgreSQL, a plain trigger on SQLite): the service
 always sets ``updated_at`` itself, the trigger only covers writes that forget.
 
@@ -30,7 +31,7 @@ from sqlalchemy import (
     text,
 )
 
-from muster.store.schema import JSONType, UTCDateTime, metadata
+from muster.store.schema import JSONType, UTCDateTime, metadata, only_on
 
 __all__ = ["cycle_alerts", "dependencies", "graph_services"]
 
@@ -81,13 +82,12 @@ dependencies = Table(
     ),
     CheckConstraint("confidence_score >= 0.0 AND confidence_score <= 1.0", name="confidence_score"),
     CheckConstraint("timeout_ms IS NULL OR timeout_ms > 0", name="timeout_positive"),
-    # Traversal follows live edges from either end.
-    Index("ix_graph_dependencies_source_live", "source_id", postgresql_where=text("NOT is_stale"),
-          sqlite_where=text("NOT is_stale")),
+    # Live edges from either end. On SQLite the unique key's prefix serves the source side, and an
+    # index there would only cost every write one more B-tree (migration 0004); PostgreSQL keeps both.
+    only_on("postgresql", Index("ix_graph_dependencies_source_live", "source_id",
+                                postgresql_where=text("NOT is_stale"))),
     Index("ix_graph_dependencies_target_live", "target_id", postgresql_where=text("NOT is_stale"),
           sqlite_where=text("NOT is_stale")),
-    Index("ix_graph_dependencies_source_id_target_id", "source_id", "target_id"),
-    Index("ix_graph_dependencies_discovery_source", "discovery_source"),
     Index("ix_graph_dependencies_last_observed_at", "last_observed_at"),
     Index("ix_graph_dependencies_stale", "is_stale", postgresql_where=text("is_stale"),
           sqlite_where=text("is_stale")),

@@ -42,6 +42,7 @@ __all__ = [
     "mark_stale",
     "resolve_alert",
     "service_exists",
+    "time_ordered_hex",
     "time_ordered_ids",
     "unresolved_alerts",
     "update_alert",
@@ -51,6 +52,8 @@ __all__ = [
 
 InsertFn = Callable[[Any], Any]
 _CHUNK = 5000
+
+_LIVE = text("NOT graph_dependencies.is_stale")
 
 src = graph_services.alias("src")
 dst = graph_services.alias("dst")
@@ -73,18 +76,38 @@ def time_ordered_ids(count: int) -> list[uuid.UUID]:
     id while the clock has not moved past it, with 40 random low bits. Rows
     inserted in id order append to the primary key's B-tree.
     """
+    return [uuid.UUID(int=value) for value in _time_ordered(count)]
+
+
+def time_ordered_hex(count: int) -> list[str]:
+    """:func:`time_ordered_ids` as SQLite stores them (32 hex digits), without building UUID objects."""
+    return [format(value, "032x") for value in _time_ordered(count)]
+
+
+_LOW_40 = (1 << 40) - 1
+_LOW_62 = (1 << 62) - 1
+_VERSION_AND_VARIANT = 0x7 << 76 | 0b10 << 62
+
+
+def _time_ordered(count: int) -> list[int]:
     global _last_id
-    start = max((time.time_ns() // 1_000_000) << 74, _last_id + (1 << 40))
+    start = max((time.time_ns() // 1_000_000) << 74, _last_id + (1 << 40)) & ~_LOW_40
     randoms = secrets.token_bytes(5 * count)
-    ids = []
+    from_bytes = int.from_bytes
+    values = []
     for n in range(count):
-        value = ((start + (n << 40)) & ~((1 << 40) - 1)) | int.from_bytes(randoms[5 * n : 5 * n + 5])
+        value = start + (n << 40)
         # Insert the version (7) and variant (0b10) bits: 48 | 4 | 12 | 2 | 62.
-        packed = (value >> 74) << 80 | 0x7 << 76 | ((value >> 62) & 0xFFF) << 64 | 0b10 << 62
-        ids.append(uuid.UUID(int=packed | (value & ((1 << 62) - 1))))
+        values.append(
+            (value >> 74) << 80
+            | ((value >> 62) & 0xFFF) << 64
+            | (value & _LOW_62)
+            | from_bytes(randoms[5 * n : 5 * n + 5])
+            | _VERSION_AND_VARIANT
+        )
     if count:
         _last_id = start + ((count - 1) << 40)
-    return ids
+    return values
 
 
 def _sqlite_time(moment: datetime) -> str:
@@ -204,12 +227,11 @@ async def upsert_services(
     conn: AsyncConnection, insert: InsertFn, items: Sequence[ServiceInput], now: datetime
 ) -> None:
     ordered = sorted(items, key=lambda item: item.service_id)
-    ids = time_ordered_ids(len(ordered))
     if conn.dialect.name == "sqlite":
         at = _sqlite_time(now)
         rows: list[Any] = [
-            (i.hex, s.service_id, _json_text(s.metadata), s.criticality, s.team, 0, at, at)
-            for i, s in zip(ids, ordered, strict=True)
+            (i, s.service_id, _json_text(s.metadata), s.criticality, s.team, 0, at, at)
+            for i, s in zip(time_ordered_hex(len(ordered)), ordered, strict=True)
         ]
         for chunk in _chunks(rows):
             await conn.exec_driver_sql(_SQLITE_UPSERT_SERVICES, list(chunk))
@@ -227,7 +249,7 @@ async def upsert_services(
     )
     rows = [
         dict(zip(_SERVICE_COLUMNS, (i, s.service_id, s.metadata, s.criticality, s.team, False, now, now), strict=True))
-        for i, s in zip(ids, ordered, strict=True)
+        for i, s in zip(time_ordered_ids(len(ordered)), ordered, strict=True)
     ]
     for chunk in _chunks(rows):
         await conn.execute(stmt, list(chunk))
@@ -241,7 +263,7 @@ async def _ids_of(conn: AsyncConnection, names: Sequence[str]) -> dict[str, Any]
         if sqlite:
             sql = f"SELECT service_id, id FROM graph_services WHERE service_id IN ({', '.join('?' * len(chunk))})"
             result: Any = await conn.exec_driver_sql(sql, tuple(chunk))
-            found.update((name, stored_id) for name, stored_id in result)
+            found.update(result.fetchall())  # one fetch, not one adapter call per row
         else:
             query = select(graph_services.c.service_id, graph_services.c.id).where(
                 graph_services.c.service_id.in_(list(chunk))
@@ -262,11 +284,11 @@ async def ensure_services(
     missing = [name for name in wanted if name not in ids]
     if not missing:
         return ids, []
-    new_ids = time_ordered_ids(len(missing))
     if conn.dialect.name == "sqlite":
         at = _sqlite_time(now)
         rows: list[Any] = [
-            (i.hex, name, "{}", "medium", None, 1, at, at) for i, name in zip(new_ids, missing, strict=True)
+            (i, name, "{}", "medium", None, 1, at, at)
+            for i, name in zip(time_ordered_hex(len(missing)), missing, strict=True)
         ]
         for chunk in _chunks(rows):
             await conn.exec_driver_sql(_SQLITE_ENSURE_SERVICES, list(chunk))
@@ -274,7 +296,7 @@ async def ensure_services(
         stmt = insert(graph_services).on_conflict_do_nothing(index_elements=["service_id"])
         rows = [
             dict(zip(_SERVICE_COLUMNS, (i, name, {}, "medium", None, True, now, now), strict=True))
-            for i, name in zip(new_ids, missing, strict=True)
+            for i, name in zip(time_ordered_ids(len(missing)), missing, strict=True)
         ]
         for chunk in _chunks(rows):
             await conn.execute(stmt, list(chunk))
@@ -291,15 +313,16 @@ async def upsert_edges(
         ((ids[i.source_service_id], ids[i.target_service_id], i.discovery_source, i) for i in items),
         key=lambda row: row[:3],
     )
-    new_ids = time_ordered_ids(len(keyed))
     if conn.dialect.name == "sqlite":
         at = _sqlite_time(now)
         rows: list[Any] = [
             (
-                edge_id.hex, source, target, i.communication_mode, i.criticality, i.protocol, i.timeout_ms,
+                edge_id, source, target, i.communication_mode, i.criticality, i.protocol, i.timeout_ms,
                 _json_text(i.retry_config), discovery_source, i.confidence_score, at, 0, at, at,
             )
-            for edge_id, (source, target, discovery_source, i) in zip(new_ids, keyed, strict=True)
+            for edge_id, (source, target, discovery_source, i) in zip(
+                time_ordered_hex(len(keyed)), keyed, strict=True
+            )
         ]
         for chunk in _chunks(rows):
             await conn.exec_driver_sql(_SQLITE_UPSERT_EDGES, list(chunk))
@@ -321,7 +344,7 @@ async def upsert_edges(
                 strict=True,
             )
         )
-        for edge_id, (source, target, discovery_source, i) in zip(new_ids, keyed, strict=True)
+        for edge_id, (source, target, discovery_source, i) in zip(time_ordered_ids(len(keyed)), keyed, strict=True)
     ]
     for chunk in _chunks(rows):
         await conn.execute(stmt, list(chunk))
@@ -373,7 +396,9 @@ async def list_edges(
     this, other = (src, dst) if outgoing else (dst, src)
     query = _edges_query().where(this.c.service_id == service_id)
     if not include_stale:
-        query = query.where(dependencies.c.is_stale == False)  # noqa: E712 (SQL, not Python)
+        # Spelled as the partial indexes' own condition: SQLite only uses a partial index when the
+        # query states its WHERE term, and SQLAlchemy writes ``~is_stale`` as ``is_stale = 0`` there.
+        query = query.where(_LIVE)
     query = query.order_by(other.c.service_id, dependencies.c.discovery_source)
     return [_edge(r) for r in await conn.execute(query)]
 

@@ -176,6 +176,7 @@ class Store:
         self._writer_queue: asyncio.Queue[tuple[WriteOp[Any], asyncio.Future[Any]]] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._groups_in_flight = 0
         if self.dialect == "sqlite":
             self._prepare_sqlite_path()
             self.read_engine = self._sqlite_engine(writer=False)
@@ -285,6 +286,11 @@ class Store:
         await self._writer_queue.put((op, future))
         return await future
 
+    @property
+    def write_in_flight(self) -> bool:
+        """A write group is running, committing or handing its events over (``on_commit``)."""
+        return self._groups_in_flight > 0
+
     async def _notify(self, rows: list[dict[str, Any]]) -> None:
         for callback in self._on_commit:
             await callback(rows)
@@ -298,7 +304,11 @@ class Store:
                 batch.append(queue.get_nowait())
             batch = [(op, fut) for op, fut in batch if not fut.cancelled()]
             if batch:
-                await self._commit_group(batch)
+                self._groups_in_flight += 1
+                try:
+                    await self._commit_group(batch)
+                finally:
+                    self._groups_in_flight -= 1
 
     async def _commit_group(self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]) -> None:
         """Commit a group of queued operations with one fsync.

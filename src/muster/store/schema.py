@@ -7,6 +7,7 @@ against the whole schema. One definition serves SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import JSON, BigInteger, Column, DateTime, Dialect, Index, Integ
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["BigId", "JSONType", "UTCDateTime", "events", "metadata"]
+__all__ = ["BigId", "JSONType", "UTCDateTime", "events", "include_object_for", "metadata", "only_on"]
 
 metadata = MetaData(
     naming_convention={
@@ -25,6 +26,28 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+def only_on(dialect: str, index: Index) -> Index:
+    """``index``, created on one engine only (by ``create_all`` and, in their migration, by hand).
+
+    Alembic's comparison does not know SQLAlchemy's ``ddl_if``: the mark in
+    ``info`` lets :func:`include_object_for` leave the index out elsewhere.
+    """
+    index.info["only_on"] = dialect
+    return index.ddl_if(dialect=dialect)
+
+
+def include_object_for(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
+    """Alembic ``include_object`` hook: skip indexes that :func:`only_on` keeps to another engine."""
+
+    def include(obj: Any, _name: str | None, type_: str, reflected: bool, _compare_to: Any) -> bool:
+        if type_ != "index" or reflected:
+            return True
+        only = obj.info.get("only_on")
+        return only is None or only == dialect
+
+    return include
+
 
 # 64-bit ids that SQLite can still autoincrement (it only does so for INTEGER PRIMARY KEY).
 BigId = BigInteger().with_variant(Integer(), "sqlite")

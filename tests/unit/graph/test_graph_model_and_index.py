@@ -187,3 +187,93 @@ def test_replaying_events_over_a_newer_snapshot_converges() -> None:
     assert sorted(fresh.edges()) == sorted(replayed.edges())
     assert fresh.criticality == replayed.criticality
     assert fresh.live_out == replayed.live_out
+
+
+def test_components_are_kept_while_no_change_can_alter_them() -> None:
+    """Re-observed edges, edges into or out of the cycle's dead ends and new services keep the components."""
+    index = GraphIndex()
+    index.apply(
+        _event(
+            1,
+            "graph.dependencies_upserted",
+            {"edges": [["a", "b", "manual", "hard"], ["b", "a", "manual", "hard"], ["b", "c", "manual", "hard"]]},
+        )
+    )
+    assert [["a", "b"]] == index.strongly_connected_components()
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["a", "b", "manual", "hard"]]}))
+    index.apply(_event(3, "graph.dependencies_upserted", {"edges": [["a", "c", "kubernetes", "soft"]]}))
+    index.apply(_event(4, "graph.dependencies_upserted", {"edges": [["c", "d", "manual", "hard"]]}))
+    index.apply(_event(5, "graph.services_upserted", {"services": [["e", "low"]]}))
+    assert index.components_cached
+    assert [["a", "b"]] == index.strongly_connected_components()
+
+
+def test_a_service_closing_a_loop_into_a_cycle_joins_it_in_place() -> None:
+    """A service that hears only from a cycle and depends on it joins that component without a recomputation."""
+    index = GraphIndex()
+    index.apply(
+        _event(
+            1,
+            "graph.dependencies_upserted",
+            {"edges": [["b", "d", "manual", "hard"], ["d", "b", "manual", "hard"], ["d", "c", "manual", "hard"]]},
+        )
+    )
+    held = index.strongly_connected_components()
+    assert [["b", "d"]] == held
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["c", "b", "manual", "hard"]]}))
+    index.apply(_event(3, "graph.dependencies_upserted", {"edges": [["a", "d", "manual", "hard"]]}))
+    index.apply(_event(4, "graph.dependencies_upserted", {"edges": [["b", "a", "manual", "hard"]]}))
+    assert index.components_cached
+    assert [["a", "b", "c", "d"]] == index.strongly_connected_components()
+    assert [["b", "d"]] == held  # lists handed out earlier are not changed under their holder
+
+
+def test_a_change_that_may_merge_or_split_components_drops_them() -> None:
+    """An edge between two cycles, or a stale edge inside one, makes the next call compute them again."""
+    index = GraphIndex()
+    edges = [["a", "b"], ["b", "a"], ["x", "y"], ["y", "x"]]
+    index.apply(_event(1, "graph.dependencies_upserted", {"edges": [[s, t, "manual", "hard"] for s, t in edges]}))
+    assert [["a", "b"], ["x", "y"]] == sorted(index.strongly_connected_components())
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["b", "x", "manual", "hard"]]}))
+    assert not index.components_cached  # it might have closed a cycle (here it did not)
+    assert [["a", "b"], ["x", "y"]] == sorted(index.strongly_connected_components())
+    index.apply(_event(3, "graph.dependencies_upserted", {"edges": [["y", "a", "manual", "hard"]]}))
+    assert not index.components_cached
+    assert [["a", "b", "x", "y"]] == index.strongly_connected_components()
+    index.apply(_event(4, "graph.dependencies_marked_stale", {"edges": [["b", "x", "manual"]]}))
+    assert not index.components_cached
+    assert [["a", "b"], ["x", "y"]] == sorted(index.strongly_connected_components())
+
+
+def test_services_added_after_a_detection_take_their_place_in_name_order() -> None:
+    """Newcomers merged into the kept name order (no full sort) come out in name order, before, between and after."""
+    names = [f"s{i:02d}" for i in range(0, 80, 2)]
+    ring = [[a, b, "manual", "hard"] for a, b in zip(names, names[1:] + names[:1], strict=True)]
+    index = GraphIndex()
+    index.apply(_event(1, "graph.dependencies_upserted", {"edges": ring}))
+    assert [names] == index.strongly_connected_components()
+    newcomers = ["a", "s01", "s33", "s34x", "s99"]
+    joins = [e for n in newcomers for e in ([names[0], n, "manual", "hard"], [n, names[1], "manual", "hard"])]
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": joins}))
+    assert index._added  # the merge, not a rebuild, puts them in order
+    assert [sorted(names + newcomers)] == index.strongly_connected_components()
+
+
+def test_a_loop_through_a_second_newcomer_is_not_taken_for_a_join() -> None:
+    """If the cycle also reaches the service through another outsider, that one joins too: recomputed, not patched."""
+    index = GraphIndex()
+    edges = [["b", "d"], ["d", "b"], ["d", "a"], ["d", "p"], ["p", "a"]]
+    index.apply(_event(1, "graph.dependencies_upserted", {"edges": [[s, t, "manual", "hard"] for s, t in edges]}))
+    assert [["b", "d"]] == index.strongly_connected_components()
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["a", "b", "manual", "hard"]]}))
+    assert [["a", "b", "d", "p"]] == index.strongly_connected_components()
+
+
+def test_a_way_back_through_a_second_newcomer_is_not_taken_for_a_join() -> None:
+    """The mirror case: the new dependency's target reaches the cycle also through an outsider, which joins too."""
+    index = GraphIndex()
+    edges = [["a", "d"], ["d", "a"], ["b", "d"], ["b", "p"], ["p", "d"]]
+    index.apply(_event(1, "graph.dependencies_upserted", {"edges": [[s, t, "manual", "hard"] for s, t in edges]}))
+    assert [["a", "d"]] == index.strongly_connected_components()
+    index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["a", "b", "manual", "hard"]]}))
+    assert [["a", "b", "d", "p"]] == index.strongly_connected_components()

@@ -115,3 +115,41 @@ def test_cycle_path_is_the_smallest_shortest_cycle_on_larger_graphs(seed: int, s
     components = [c for c in nx.strongly_connected_components(graph) if len(c) > 1]
     for candidate in cycle_candidates(components, out, inc):
         assert _reference_cycle(candidate.members[0], graph) == candidate.cycle_path
+
+
+# One change to the index: an edge (re)observed, an edge marked stale, a service deleted or (re)described.
+# Names the graph starts without, sorting between and around the others: edges naming them add services.
+_NEWCOMERS = ["a0", "n05", "n55", "z9", "n1a", "n10b"]
+_names = st.sampled_from(NODES + _NEWCOMERS)
+_sources = st.sampled_from(["manual", "kubernetes"])
+_change = st.one_of(
+    st.tuples(st.just("edge"), _names, _names, _sources),
+    st.tuples(st.just("stale"), _names, _names, _sources),
+    st.tuples(st.just("delete"), st.sampled_from(NODES), st.just(""), st.just("")),
+    st.tuples(st.just("service"), st.sampled_from(NODES), st.just(""), st.just("")),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(edges_strategy, st.lists(st.lists(_change, max_size=6), max_size=8))
+def test_kept_components_match_networkx_after_every_change(
+    edges: list[tuple[str, str]], rounds: list[list[tuple[str, str, str, str]]]
+) -> None:
+    """Components (kept or recomputed, members in name order) equal networkx's on the live graph after any changes."""
+    index = _index(edges)
+    for changes in rounds:
+        index.strongly_connected_components()  # computed or read back; the changes below may drop them
+        for kind, a, b, source in changes:
+            if kind == "edge" and a != b:
+                index.put_edge(a, b, source, "hard", False)
+            elif kind == "stale":
+                index.mark_stale(a, b, source)
+            elif kind == "delete":
+                index.remove_service(a)
+            elif kind == "service":
+                index.put_service(a, "high")
+        live = nx.DiGraph()
+        live.add_nodes_from(index.criticality)
+        live.add_edges_from((s, t) for s, targets in index.live_out.items() for t in targets)
+        expected = sorted(sorted(c) for c in nx.strongly_connected_components(live) if len(c) > 1)
+        assert expected == sorted(index.strongly_connected_components())

@@ -1,0 +1,70 @@
+"""The event hub while this process is writing: no read-back of its own rows, nothing missed from others."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from muster.events import hub as hub_module
+from muster.events.hub import Event, EventHub
+from muster.store.engine import Store, Tx
+
+
+async def test_hub_applies_other_writers_events_that_land_during_a_local_write(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polls read nothing back while our write is in flight; another writer's event is still applied in order.
+
+    SQLite: no poll reads during our write (the other writer waits for our write lock). PostgreSQL: the
+    other process commits while ours is open, its NOTIFY wakes a read, and ours follows it in order.
+    """
+    # Polls are put off for at most this long; a slow machine must not turn the test into a timing one.
+    monkeypatch.setattr(hub_module, "_MAX_POLL_SKIP_S", 3600.0)
+    here, there = Store(db_url), Store(db_url)
+    hub = EventHub(here, poll_interval=0.01)
+    applied: list[Event] = []
+    hub.add_applier(applied.append)
+    reads = 0
+    read_page = hub._read_page
+
+    async def counting_read_page() -> bool:
+        nonlocal reads
+        reads += 1
+        return await read_page()
+
+    hub._read_page = counting_read_page  # type: ignore[method-assign]
+    await hub.start()
+    release = asyncio.Event()
+
+    async def slow_local(tx: Tx) -> None:
+        await release.wait()
+        tx.emit("test.local", "here", {})
+
+    async def remote(tx: Tx) -> None:
+        tx.emit("test.remote", "there", {})
+
+    try:
+        local = asyncio.create_task(here.write(slow_local))
+        await asyncio.sleep(0.05)
+        if here.dialect == "postgresql":  # SQLite's BEGIN IMMEDIATE makes the other writer wait for ours
+            await there.write(remote)
+        reads_while_writing = reads
+        await asyncio.sleep(0.1)  # ten SQLite poll intervals with our write still in flight
+        if here.dialect == "sqlite":  # PostgreSQL's NOTIFY of the other commit rightly wakes a read
+            assert reads_while_writing == reads
+        release.set()
+        await local
+        if here.dialect == "sqlite":
+            await there.write(remote)
+        await hub.advance_to(await hub.head())
+        kinds: list[Any] = [e.kind for e in applied]
+        expected = ["test.remote", "test.local"] if here.dialect == "postgresql" else ["test.local", "test.remote"]
+        assert expected == kinds
+        assert [e.revision for e in applied] == sorted(e.revision for e in applied)
+    finally:
+        release.set()
+        await hub.close()
+        await here.close()
+        await there.close()
