@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -43,7 +42,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bridge_watch import cpu_seconds, fanout, node_available  # beside this file (run as python bench/bridge_bench.py)
+from _harness import machine  # beside this file (run as python bench/bridge_bench.py)
+from bridge_watch import cpu_seconds, fanout, node_available  # beside this file
 
 ADAPTER = "muster.bridge.examples.ExampleAdapter"
 SERVICE = "snakepit.bridge.SnakepitBridge"
@@ -325,7 +325,7 @@ def main() -> int:
 
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "generator": "h2load (nghttp2-client), 1 thread, prepared gRPC frames",
         "concurrency": options.concurrency,
     }

@@ -21,8 +21,7 @@ from typing import Any
 
 import grpc
 import httpx
-
-from bench._harness import emit, machine, muster_server, progress, wrk
+from _harness import emit, machine, muster_server, progress, wrk  # beside this file
 
 TARGETS = {
     "heartbeat_grpc_stream_per_s": 20_000,

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import socket
 import statistics
@@ -42,6 +41,7 @@ from typing import Any
 
 import httpx
 import networkx as nx
+from _harness import machine  # beside this file (run as python bench/graph_bench.py)
 
 from muster.config import Settings
 from muster.graph.model import TraverseQuery, UpsertDependenciesInput, UpsertServicesInput
@@ -380,7 +380,7 @@ async def main() -> None:
         work = Path(tmp)
         report: dict[str, Any] = {
             "benchmark": "graph",
-            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+            "machine": machine(),
             "load_average_at_start": os.getloadavg(),
         }
         if args.only in (None, "traversal"):

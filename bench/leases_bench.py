@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -44,6 +43,7 @@ from typing import Any
 
 import grpc
 import httpx
+from _harness import machine  # beside this file (run as python bench/leases_bench.py)
 
 from muster._loop import fast_loop_factory
 from muster._proto.srm import symbol_pb2 as pb
@@ -491,7 +491,7 @@ def main() -> int:
     results: dict[str, Any] = {
         "benchmark": "leases",
         "date": datetime.now(UTC).date().isoformat(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "load_average_at_start": load_average(),
         "generator_loop": options.generator_loop,
         "targets": TARGETS,
