@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -174,6 +175,8 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--seconds", type=int, default=8)
     options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found (the HTTP load generator): apt-get install -y wrk")
     results: dict[str, Any] = {"benchmark": "catalog", "machine": machine(), "services": options.services}
     scratch = Path(tempfile.mkdtemp(prefix="muster-bench-lua-"))
 
