@@ -139,7 +139,7 @@ def _capacity(cpu_seconds: float, operations: float) -> dict[str, float]:
 
 
 def _openloop_worker(path: str, port: int, seconds: float, queue: Any) -> None:
-    from bench._openloop import run
+    from _openloop import run  # beside this file
 
     queue.put(run(path, "127.0.0.1", port, clients=50, rate_per_client=10, seconds=seconds))
 
