@@ -68,10 +68,10 @@ class RegisterInput(_Input):
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
     caps: list[Cap] = Field(default_factory=list, max_length=MAX_CAPS)
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
-    ctx_limit: int | None = Field(None, ge=1, le=1 << 40)
-    cost_hint_usd_per_1k: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False)
-    heartbeat_interval_s: int = Field(60, ge=1, le=86_400)
-    ttl_s: int = Field(90, ge=1, le=604_800)
+    ctx_limit: int | None = Field(None, ge=1, le=1 << 40, strict=True)
+    cost_hint_usd_per_1k: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, strict=True)
+    heartbeat_interval_s: int = Field(60, ge=1, le=86_400, strict=True)
+    ttl_s: int = Field(90, ge=1, le=604_800, strict=True)
 
     @field_validator("url")
     @classmethod
@@ -91,9 +91,9 @@ class HeartbeatInput(_Input):
 
     service_id: ServiceId
     status: BeatStatus = "ok"
-    p95_ms: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
-    queue_depth: int | None = Field(None, ge=0, le=1 << 40)
-    load: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False)
+    p95_ms: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False, strict=True)
+    queue_depth: int | None = Field(None, ge=0, le=1 << 40, strict=True)
+    load: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, strict=True)
 
 
 class PromoteInput(_Input):

@@ -146,8 +146,8 @@ class SRMClient:
         data = parse(
             ReserveInput,
             {"repo": repo, "branch": branch, "fq_name": fq_name, "kind": kind,
-             "file_path": file_path, "plan_id": plan_id, "ttl_sec": ttl_sec},
-        )
+             "file_path": file_path, "plan_id": plan_id, "ttl_sec": ttl_sec or DEFAULT_TTL_SEC},
+        )  # ttl_sec 0 is the default, as on the wire (proto3's unset)
         request = pb.ReserveRequest(
             repo=data.repo, branch=data.branch, fq_name=data.fq_name, kind=data.kind,
             file_path=data.file_path, plan_id=data.plan_id or "", ttl_sec=data.ttl_sec,
@@ -177,7 +177,7 @@ class SRMClient:
 
     async def extend(self, lease_id: int, ttl_sec: int = DEFAULT_TTL_SEC) -> Lease:
         """The reservation now expires ``ttl_sec`` seconds from now (``Expired`` if it already has)."""
-        data = parse(ExtendInput, {"lease_id": lease_id, "ttl_sec": ttl_sec})
+        data = parse(ExtendInput, {"lease_id": lease_id, "ttl_sec": ttl_sec or DEFAULT_TTL_SEC})
         request = pb.ExtendRequest(lease_id=data.lease_id, ttl_sec=data.ttl_sec)
         return lease_from_message((await self._call(self._open().Extend, request)).lease)
 
@@ -190,7 +190,7 @@ class SRMClient:
     ) -> list[Lease]:
         """Reserve every symbol (dicts with repo, branch, fq_name, kind, file_path) or none."""
         items = [s.model_dump() if isinstance(s, PlanSymbol) else dict(s) for s in symbols]
-        data = parse(ReservePlanInput, {"plan_id": plan_id, "symbols": items, "ttl_sec": ttl_sec})
+        data = parse(ReservePlanInput, {"plan_id": plan_id, "symbols": items, "ttl_sec": ttl_sec or DEFAULT_TTL_SEC})
         request = pb.ReservePlanRequest(
             plan_id=data.plan_id, symbols=[_symbol_message(s) for s in data.symbols], ttl_sec=data.ttl_sec
         )

@@ -105,10 +105,10 @@ class DependencyInput(_Input):
     communication_mode: CommunicationMode = "sync"
     criticality: EdgeCriticality = "hard"
     protocol: Annotated[str, StringConstraints(min_length=1, max_length=50)] | None = None
-    timeout_ms: int | None = Field(None, gt=0, le=86_400_000)
+    timeout_ms: int | None = Field(None, gt=0, le=86_400_000, strict=True)
     retry_config: dict[str, Any] | None = None
     discovery_source: DiscoverySource = "manual"
-    confidence_score: float = Field(1.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    confidence_score: float = Field(1.0, ge=0.0, le=1.0, allow_inf_nan=False, strict=True)
 
     _retry_size = field_validator("retry_config")(_bounded_json)
 

@@ -25,11 +25,12 @@ of a symbol ``(repo, branch, fq_name)``::
 from __future__ import annotations
 
 import functools
+import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from muster.clock import isoformat, parse_isoformat
 from muster.errors import Conflict, Expired, FailedPrecondition
@@ -90,17 +91,36 @@ Kind = Literal[
 ]
 KINDS: tuple[str, ...] = get_args(Kind)
 
+
+def _nfc(value: str) -> str:
+    return value if value.isascii() else unicodedata.normalize("NFC", value)
+
+
 # ``org/app`` and ``demo`` are repos; no spaces or control characters.
 Repo = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")]
-# Git's ref-name rules, roughly: no spaces, control characters, ~ ^ : ? * [ or backslash.
-Branch = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s~^:?*\[\\\x00-\x1f\x7f]+$")]
-# Any language's qualified name: ``demo.func``, ``crate::mod::f``, ``com.x.Y#m``; no whitespace or control characters.
-FqName = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
+# Git's ref-name rules, roughly: no spaces, control or invisible format characters, ~ ^ : ? * [ or backslash.
+# Names are compared in Unicode NFC, so a name typed decomposed (e + U+0301) is the same symbol as the composed one.
+Branch = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s~^:?*\[\\\x00-\x1f\x7f\p{Cf}]+$"),
+    AfterValidator(_nfc),
+]
+# Any language's qualified name: ``demo.func``, ``crate::mod::f``, ``com.x.Y#m``; no whitespace, control
+# characters or invisible format characters (zero-width space, bidi marks).
+FqName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=500, pattern=r"^[^\s\x00-\x1f\x7f\p{Cf}]+$"),
+    AfterValidator(_nfc),
+]
 FilePath = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
 PlanId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
-CommitSha = Annotated[str, StringConstraints(min_length=7, max_length=64, pattern=r"^[0-9a-fA-F]+$")]
-LeaseId = Annotated[int, Field(ge=1, le=MAX_LEASE_ID)]
-TtlSec = Annotated[int, Field(ge=1, le=MAX_TTL_SEC)]
+# Hex, either case; kept in lower case, so claiming ABCDEF1 after abcdef1 is the same commit.
+CommitSha = Annotated[
+    str, StringConstraints(min_length=7, max_length=64, pattern=r"^[0-9a-fA-F]+$"), AfterValidator(str.lower)
+]
+# Numbers in bodies must be JSON numbers: strict, so `true`, "7" or 7.0 are refused, not read as 1 or 7.
+LeaseId = Annotated[int, Field(ge=1, le=MAX_LEASE_ID, strict=True)]
+TtlSec = Annotated[int, Field(ge=1, le=MAX_TTL_SEC, strict=True)]
 
 
 class _Input(BaseModel):

@@ -200,7 +200,10 @@ class LeasesService:
             for lease in expired:
                 tx.emit("leases.expired", lease.subject, {"lease": lease.to_dict()})
             freed = {lease.key for lease in expired}
-            retry = {row.key: row for row in rows if row.key in freed}
+            retry: dict[Key, q.NewReservation] = {}
+            for row in rows:  # a symbol asked for twice: the first request wins, as in the first insert
+                if row.key in freed:
+                    retry.setdefault(row.key, row)
             if retry:
                 granted.update(await q.insert_reservations(tx, list(retry.values())))
         holders = await q.live_for_symbols(tx.conn, [k for k in missed if k not in granted]) if missed else {}
@@ -301,21 +304,29 @@ class LeasesService:
         return [lease.as_of(now) for lease in found]
 
     async def release_plan(self, plan_id: str) -> PlanRelease:
-        """Release the plan's reservations in one transaction; claimed (active) symbols stay active."""
+        """Release every reservation of the plan in one transaction; claimed (active) symbols stay active.
+
+        Every reservation, however many the plan holds; the reply lists the plan's first
+        ``MAX_PLAN_LEASES`` leases after the call, as :meth:`get_plan` does.
+        """
 
         async def op(tx: Tx) -> PlanRelease:
-            found = await q.plan_leases(tx.conn, plan_id, limit=MAX_PLAN_LEASES, for_update=True)
-            if not found:
+            released, ended = 0, 1
+            while ended:  # each round ends what it read (released, or expired if overdue): the next reads on
+                ended = 0
+                for lease in await q.plan_leases(
+                    tx.conn, plan_id, limit=MAX_PLAN_LEASES, for_update=True, status="reserved"
+                ):
+                    step = model.release(lease, tx.now)
+                    if step.event is not None:
+                        await q.save(tx, step.lease)
+                        tx.emit(step.event, lease.subject, {"lease": step.lease.to_dict()})
+                        released += step.event == "leases.released"
+                        ended += 1
+            after = await q.plan_leases(tx.conn, plan_id, limit=MAX_PLAN_LEASES)
+            if not after:
                 raise NotFound(f"plan {plan_id} has no leases", field="plan_id")
-            released, after = 0, []
-            for lease in found:
-                step = model.release(lease, tx.now) if lease.status == "reserved" else Transition(lease, None)
-                if step.event is not None:
-                    await q.save(tx, step.lease)
-                    tx.emit(step.event, lease.subject, {"lease": step.lease.to_dict()})
-                    released += step.event == "leases.released"
-                after.append(step.lease.as_of(tx.now))
-            return PlanRelease(plan_id, released, after)
+            return PlanRelease(plan_id, released, [lease.as_of(tx.now) for lease in after])
 
         return await self.store.write(op)
 

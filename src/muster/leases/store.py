@@ -191,8 +191,13 @@ async def save(tx: Tx, lease: Lease) -> None:
     )
 
 
-async def plan_leases(conn: AsyncConnection, plan_id: str, *, limit: int, for_update: bool = False) -> list[Lease]:
+async def plan_leases(
+    conn: AsyncConnection, plan_id: str, *, limit: int, for_update: bool = False, status: str | None = None
+) -> list[Lease]:
+    """The plan's leases (only those in ``status`` if given), oldest first, at most ``limit``."""
     query = select(leases).where(leases.c.plan_id == plan_id).order_by(leases.c.lease_id).limit(limit)
+    if status is not None:
+        query = query.where(leases.c.status == status)
     if for_update:
         query = query.with_for_update()
     return [lease_of(row) for row in await conn.execute(query)]

@@ -74,6 +74,8 @@ async def test_http_lifecycle_reserve_conflict_claim_release_rereserve(http: htt
         ("post", "/claim", {"lease_id": 1, "commit_sha": "zz"}, "commit_sha"),
         ("post", "/extend", {"lease_id": 0}, "lease_id"),
         ("post", "/release", {"lease_id": "one"}, "lease_id"),
+        ("post", "/claim", {"lease_id": True, "commit_sha": "abcdef1"}, "lease_id"),
+        ("post", "/reserve", {**SEED_BODY, "ttl_sec": "600"}, "ttl_sec"),
         ("post", "/plans/reserve", {"plan_id": "P9", "symbols": []}, "symbols"),
         ("get", "/lookup", {"repo": "demo", "branch": "main"}, "fq_name"),
     ],

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from muster.clock import FakeClock
 from muster.errors import Conflict, Expired, FailedPrecondition, NotFound
 from muster.events.hub import EventHub, WatchFilter
+from muster.leases import service as service_module
 from muster.leases.model import (
     ClaimInput,
     ExtendInput,
@@ -200,3 +201,37 @@ async def test_sweep_records_expiries_as_events(srm: LeasesService, symbol: Symb
     history = [e async for e in srm.hub.history(0, srm.hub.position, expired)]
     assert [x.lease_id for x in leases_] == [e.payload["lease"]["lease_id"] for e in history]
     assert (await srm.lookup(key(symbol("keep")))).status == "reserved" and keep.lease_id
+
+
+async def test_two_reserves_of_an_overdue_symbol_in_one_group_store_what_the_winner_was_told(
+    srm: LeasesService, symbol: Symbol, clock: FakeClock
+) -> None:
+    """Racing for a symbol whose reservation is overdue: the winner's reply, the row and lookup agree."""
+    await srm.reserve(symbol(ttl_sec=1))
+    clock.advance(5)  # overdue, and no sweep has flipped the row yet
+    first = symbol(kind="function", file_path="a.py", plan_id="PA", ttl_sec=60)
+    second = symbol(kind="class", file_path="b.py", plan_id="PB", ttl_sec=86_400)
+    outcomes = await asyncio.gather(srm.reserve(first), srm.reserve(second), return_exceptions=True)
+    won = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(won) == 1 and sum(isinstance(o, Conflict) for o in outcomes) == 1
+    async with srm.store.read() as conn:
+        row = (await conn.execute(select(leases).where(leases.c.status == "reserved"))).one()
+    seen = await srm.lookup(key(first))
+    assert (row.lease_id, row.kind, row.file_path, row.plan_id) == (
+        won[0].lease_id, won[0].kind, won[0].file_path, won[0].plan_id
+    ) == (seen.lease_id, seen.kind, seen.file_path, seen.plan_id)
+
+
+async def test_release_plan_releases_every_reservation_past_the_listing_cap(
+    srm: LeasesService, symbol: Symbol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan holding more reservations than a listing shows is released whole; the reply counts all."""
+    monkeypatch.setattr(service_module, "MAX_PLAN_LEASES", 3)
+    held = [await srm.reserve(symbol(f"s{i}", plan_id="BIG")) for i in range(8)]
+    outcome = await srm.release_plan("BIG")
+    assert (outcome.released, len(outcome.leases)) == (8, 3)
+    statuses = {(await srm.lookup(key(symbol(f"s{i}")))).status for i in range(8)}
+    assert statuses == {"released"}
+    async with srm.store.read() as conn:
+        live = (await conn.execute(select(leases).where(leases.c.status == "reserved"))).all()
+    assert (live, len(held)) == ([], 8)

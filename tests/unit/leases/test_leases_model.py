@@ -256,3 +256,36 @@ def test_control_characters_are_refused(field: str) -> None:
     with pytest.raises(Invalid) as raised:
         parse(ReserveInput, {**SEED_BODY, field: "a\x00b"})
     assert field == raised.value.field
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "field"),
+    [
+        (ClaimInput, {"lease_id": True, "commit_sha": "abcdef1"}, "lease_id"),
+        (ClaimInput, {"lease_id": "7", "commit_sha": "abcdef1"}, "lease_id"),
+        (ExtendInput, {"lease_id": 7.0}, "lease_id"),
+        (ReserveInput, {**SEED_BODY, "ttl_sec": True}, "ttl_sec"),
+        (ReserveInput, {**SEED_BODY, "ttl_sec": "600"}, "ttl_sec"),
+    ],
+)
+def test_numbers_must_be_json_numbers(model: Any, body: dict[str, Any], field: str) -> None:
+    """`true`, "7" or 7.0 for a lease id or a TTL is Invalid, never read as 1 or 7."""
+    with pytest.raises(Invalid) as raised:
+        parse(model, body)
+    assert raised.value.field == field
+
+
+def test_names_are_compared_in_nfc_and_invisible_characters_are_refused() -> None:
+    """A decomposed name is the composed symbol; a zero-width space or bidi mark in a name is Invalid."""
+    composed = parse(ReserveInput, {**SEED_BODY, "fq_name": "caf\u00e9", "branch": "f\u00e9ature"})
+    decomposed = parse(ReserveInput, {**SEED_BODY, "fq_name": "cafe\u0301", "branch": "fe\u0301ature"})
+    assert (composed.fq_name, composed.branch) == (decomposed.fq_name, decomposed.branch)
+    for field, value in (("fq_name", "zw\u200bsp"), ("branch", "main\u200e")):
+        with pytest.raises(Invalid) as raised:
+            parse(ReserveInput, {**SEED_BODY, field: value})
+        assert raised.value.field == field
+
+
+def test_commit_sha_is_kept_in_lower_case() -> None:
+    """ABCDEF1 and abcdef1 are the same commit: the sha is stored in lower case."""
+    assert parse(ClaimInput, {"lease_id": 1, "commit_sha": "ABCDEF1"}).commit_sha == "abcdef1"
