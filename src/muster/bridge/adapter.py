@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
+from muster.bridge.values import INT64_MAX, INT64_MIN
 from muster.errors import Invalid
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ def _coerce(tool_name: str, parameter: ParameterInfo, value: Any) -> Any:
     if kind == "any":
         return value
     if kind == "integer" and isinstance(value, float) and value.is_integer():
-        return int(value)  # a JavaScript client has only doubles
+        value = int(value)  # a JavaScript client has only doubles
     ok = {
         "integer": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
@@ -250,6 +251,8 @@ def _coerce(tool_name: str, parameter: ParameterInfo, value: Any) -> Any:
     }.get(kind, True)
     if not ok:
         raise Invalid(parameter.name, f"tool {tool_name!r} needs {kind}, got {type(value).__name__} {value!r}")
+    if kind == "integer" and not INT64_MIN <= value <= INT64_MAX:
+        raise Invalid(parameter.name, f"tool {tool_name!r} takes a signed 64-bit integer, got {value}")
     return float(value) if kind == "float" else value
 
 

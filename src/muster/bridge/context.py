@@ -136,13 +136,21 @@ class SessionContext:
             self._cache[name] = (value, revision, self._monotonic() + self.cache_ttl_s)
 
     def _on_loop(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function`` on the store's loop thread and return its result."""
+        """Run ``function`` on the store's loop thread and return its result.
+
+        ``NotFound`` once this context's session has ended, even if a new session took its id since:
+        a tool still running from a cleaned-up session must not read or write its successor.
+        """
+        def checked(*args: Any) -> T:
+            self._store.check_current(self._session)
+            return function(*args)
+
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is self._loop:
-            return function(*args)
+            return checked(*args)
         if running is not None:
             raise RuntimeError("SessionContext belongs to another event loop")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -150,7 +158,7 @@ class SessionContext:
         def call() -> None:
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(function(*args))
+                    future.set_result(checked(*args))
                 except BaseException as exc:  # handed to the waiting thread, which re-raises it
                     future.set_exception(exc)
 

@@ -14,11 +14,13 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from muster.bridge.adapter import Adapter
-from muster.bridge.server import BridgeServer, make_executor
+from muster.bridge.server import TOOL_THREAD_PREFIX, BridgeServer, make_executor
 from muster.bridge.service import BridgeService
 from muster.bridge.session import SessionStore
 from muster.errors import Invalid
@@ -173,4 +175,20 @@ async def serve(options: WorkerOptions) -> int:
                 await watcher
         await server.stop(options.stop_grace_s)
         executor.shutdown(wait=False, cancel_futures=True)
+        _exit_past_busy_tool_threads()
     return 0
+
+
+def _exit_past_busy_tool_threads() -> None:
+    """Exit at once if sync tools still run after the grace period: Python would wait for them at exit."""
+    busy = [t for t in threading.enumerate() if t.name.startswith(TOOL_THREAD_PREFIX) and t.is_alive()]
+    deadline = time.monotonic() + 0.2  # idle threads are just picking up the shutdown
+    for thread in busy:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    running = sum(thread.is_alive() for thread in busy)
+    if running:
+        logger.warning("%d sync tool call(s) still running after the stop grace period: exiting without them", running)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

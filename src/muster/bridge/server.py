@@ -410,5 +410,8 @@ class BridgeServer:
         await self._server.wait_for_termination()
 
 
+TOOL_THREAD_PREFIX = "bridge-tool"
+
+
 def make_executor(max_workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bridge-tool")
+    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=TOOL_THREAD_PREFIX)

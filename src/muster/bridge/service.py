@@ -19,7 +19,7 @@ from typing import Any
 
 from muster.bridge.adapter import Adapter, ToolInfo, bind_arguments, tools_of
 from muster.bridge.context import SessionContext
-from muster.bridge.session import SessionStore, VariableEvent
+from muster.bridge.session import Session, SessionStore, VariableEvent
 from muster.bridge.values import TypedValue
 from muster.bridge.variables import Variable
 from muster.bridge.watch import WatchStream
@@ -30,6 +30,12 @@ __all__ = ["BridgeService", "ToolOutcome"]
 logger = logging.getLogger(__name__)
 
 _DONE = object()  # end marker for sync generators driven from a thread
+
+
+def _cancelled_from_outside(exc: BaseException) -> bool:
+    """A CancelledError aimed at the task running the call, not one a tool raised of its own accord."""
+    task = asyncio.current_task()
+    return isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling() > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +114,8 @@ class BridgeService:
 
     def _prepare(
         self, session_id: str, tool_name: str, parameters: Mapping[str, TypedValue]
-    ) -> tuple[ToolInfo, Any, dict[str, Any]]:
-        self.store.get(session_id)  # NotFound for an unknown session; marks it active
+    ) -> tuple[Session, ToolInfo, Any, dict[str, Any]]:
+        session = self.store.get(session_id)  # NotFound for an unknown session; marks it active
         adapter = self._adapters.get(session_id)
         if adapter is None:  # the store knows it but we do not: initialise lazily
             self.initialize_session(session_id)
@@ -118,40 +124,53 @@ class BridgeService:
         if info is None:
             raise LookupError(f"unknown tool {tool_name!r}; this worker has: {', '.join(sorted(self.tools))}")
         arguments = bind_arguments(info, {name: typed.value for name, typed in parameters.items()})
-        return info, getattr(adapter, info.method_name), arguments
+        return session, info, getattr(adapter, info.method_name), arguments
 
     async def execute_tool(self, session_id: str, tool_name: str, parameters: Mapping[str, TypedValue]) -> ToolOutcome:
         """Run a tool; a streaming tool's items are gathered into a list."""
         try:
-            info, method, arguments = self._prepare(session_id, tool_name, parameters)
-            if info.is_streaming:
-                items = [item async for item in self._iterate(info, method, arguments)]
-                return ToolOutcome(True, items)
-            if info.is_async:
-                return ToolOutcome(True, await method(**arguments))
-            loop = asyncio.get_running_loop()
-            call = functools.partial(method, **arguments)
-            return ToolOutcome(True, await loop.run_in_executor(self._executor, call))
-        except Exception as exc:  # a tool's failure is an answer, never a broken call
+            session, info, method, arguments = self._prepare(session_id, tool_name, parameters)
+        except Exception as exc:  # unknown session or tool, bad arguments: an answer too
             return ToolOutcome.failed(exc)
+        with self.store.in_call(session):
+            try:
+                if info.is_streaming:
+                    items = [item async for item in self._iterate(info, method, arguments)]
+                    return ToolOutcome(True, items)
+                if info.is_async:
+                    return ToolOutcome(True, await method(**arguments))
+                loop = asyncio.get_running_loop()
+                call = functools.partial(method, **arguments)
+                return ToolOutcome(True, await loop.run_in_executor(self._executor, call))
+            except Exception as exc:  # a tool's failure is an answer, never a broken call
+                return ToolOutcome.failed(exc)
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt, a CancelledError of the tool's own
+                if _cancelled_from_outside(exc):
+                    raise  # the call itself is being cancelled (client gone, shutdown)
+                return ToolOutcome.failed(exc)
 
     async def stream_tool(
         self, session_id: str, tool_name: str, parameters: Mapping[str, TypedValue]
     ) -> AsyncIterator[ToolOutcome]:
         """One outcome per item the tool yields; the last one failed if the tool raised."""
         try:
-            info, method, arguments = self._prepare(session_id, tool_name, parameters)
+            session, info, method, arguments = self._prepare(session_id, tool_name, parameters)
         except Exception as exc:  # reported as the stream's final outcome
             yield ToolOutcome.failed(exc)
             return
         if not info.is_streaming:
             yield await self.execute_tool(session_id, tool_name, parameters)
             return
-        try:
-            async for item in self._iterate(info, method, arguments):
-                yield ToolOutcome(True, item)
-        except Exception as exc:  # the tool raised part-way: what it yielded is already sent
-            yield ToolOutcome.failed(exc)
+        with self.store.in_call(session):
+            try:
+                async for item in self._iterate(info, method, arguments):
+                    yield ToolOutcome(True, item)
+            except Exception as exc:  # the tool raised part-way: what it yielded is already sent
+                yield ToolOutcome.failed(exc)
+            except BaseException as exc:
+                if _cancelled_from_outside(exc):
+                    raise
+                yield ToolOutcome.failed(exc)
 
     async def _iterate(self, info: ToolInfo, method: Any, arguments: dict[str, Any]) -> AsyncIterator[Any]:
         if info.is_async:

@@ -11,8 +11,9 @@ a slow reader never grows the worker's memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
@@ -87,6 +88,7 @@ class Session:
     ids_by_name: dict[str, str] = field(default_factory=dict)
     watchers: dict[Watcher, None] = field(default_factory=dict)  # an ordered set: fan-out in watch order
     revision: int = 0  # bumped on every variable change; read caches check it
+    calls_in_flight: int = 0  # tool calls running now: the session is not idle while any runs
 
     def find(self, ref: str) -> Variable | None:
         """A variable by id or, failing that, by name."""
@@ -147,6 +149,21 @@ class SessionStore:
         session.last_active_at = self.clock.now()
         return session
 
+    def check_current(self, session: Session) -> None:
+        """``NotFound`` unless ``session`` is still the live session of its id."""
+        if self._sessions.get(session.id) is not session:
+            raise NotFound(f"session {session.id!r} has ended (cleaned up or expired)")
+
+    @contextlib.contextmanager
+    def in_call(self, session: Session) -> Iterator[None]:
+        """A tool call runs in ``session``: it is not idle meanwhile, and active when the call ends."""
+        session.calls_in_flight += 1
+        try:
+            yield
+        finally:
+            session.calls_in_flight -= 1
+            session.last_active_at = self.clock.now()
+
     def cleanup(self, session_id: str) -> bool:
         """Remove the session and end its watchers; ``False`` if it was unknown."""
         session = self._sessions.pop(session_id, None)
@@ -159,12 +176,14 @@ class SessionStore:
         return True
 
     def expire_idle(self) -> list[str]:
-        """Clean up sessions idle for longer than the TTL; an open watch counts as activity."""
+        """Clean up sessions idle for longer than the TTL; an open watch or a running tool is activity."""
         now = self.clock.now()
         expired = [
             session.id
             for session in self._sessions.values()
-            if not session.watchers and (now - session.last_active_at).total_seconds() > self.idle_ttl_s
+            if not session.watchers
+            and not session.calls_in_flight
+            and (now - session.last_active_at).total_seconds() > self.idle_ttl_s
         ]
         for session_id in expired:
             self.cleanup(session_id)

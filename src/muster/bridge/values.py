@@ -99,6 +99,11 @@ def _read_floats(value: AnyValue) -> AnyValue:
     return value
 
 
+# Integers travel as JSON numbers that every side reads as a 64-bit integer.
+INT64_MIN: Final = -(1 << 63)
+INT64_MAX: Final = (1 << 63) - 1
+
+
 def encode(value: AnyValue, type_name: str | None = None) -> any_pb2.Any:
     """Pack ``value`` as ``type_name`` (inferred from the value when omitted).
 
@@ -112,6 +117,8 @@ def encode(value: AnyValue, type_name: str | None = None) -> any_pb2.Any:
             payload = orjson.dumps(_spell_floats(value), option=orjson.OPT_NON_STR_KEYS)
         except TypeError as exc:
             raise Invalid("value", f"{type(value).__name__} is not JSON-serialisable: {exc}") from exc
+        except RecursionError as exc:  # a value that contains itself, or nests thousands deep
+            raise Invalid("value", f"{type(value).__name__} nests too deep (or contains itself)") from exc
     return any_pb2.Any(type_url=TYPE_URL_PREFIX + type_name, value=payload)
 
 
@@ -128,7 +135,10 @@ def decode(packed: any_pb2.Any, *, field: str = "value") -> TypedValue:
         except orjson.JSONDecodeError as exc:
             raise Invalid(field, f"value of type {type_name!r} is not valid UTF-8 JSON: {exc}") from exc
         if type_name in _FLOAT_TYPES:
-            raw = _read_floats(raw)
+            try:
+                raw = _read_floats(raw)
+            except RecursionError as exc:
+                raise Invalid(field, f"value of type {type_name!r} nests too deep") from exc
         return TypedValue(type_name, raw)
     wrapper = _WRAPPERS.get(type_url)
     if wrapper is not None:

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import orjson
 
+from muster.bridge.values import INT64_MAX, INT64_MIN
 from muster.errors import Invalid
 
 __all__ = [
@@ -173,6 +174,8 @@ def _validate_integer(name: str, value: Any, constraints: Mapping[str, Any]) -> 
         value = int(value)  # a client that only has doubles (JavaScript) may send 3.0
     if not _is_int(value):
         raise _fail(name, f"type integer needs a whole number, got {value!r}")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise _fail(name, f"type integer holds a signed 64-bit integer, got {value}")
     _check_range(name, value, constraints)
     return int(value)
 

@@ -7,13 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
 import pytest
 
 from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
-from muster.bridge import ToolFailed, Worker, WorkerPool
+from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
+from muster.bridge import ToolFailed, Worker, WorkerPool, values
 from muster.bridge.client import BridgeClient
 from muster.bridge.examples import ExampleAdapter
 from muster.errors import ResourceExhausted, Unavailable
@@ -157,4 +159,39 @@ def test_cli_stops_gracefully_on_sigterm() -> None:
     process.send_signal(signal.SIGTERM)
     assert (line.startswith("GRPC_READY:"), int(line.split(":")[1]) > 0) == (True, True)
     assert process.wait(timeout=30) == 0
+    process.stdout.close()
+
+
+SLOW_ADAPTER = """
+import time
+from muster.bridge import Adapter, tool
+
+class Slow(Adapter):
+    @tool
+    def nap(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+"""
+
+
+def test_sigterm_does_not_wait_past_the_grace_for_a_running_sync_tool(tmp_path: Path) -> None:
+    """A sync tool still sleeping when the stop grace ends does not hold the worker's exit."""
+    (tmp_path / "slow_adapter.py").write_text(SLOW_ADAPTER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "muster.bridge", "--port", "0", "--adapter", "slow_adapter.Slow", "--stop-grace", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+    )
+    assert process.stdout is not None
+    port = int(process.stdout.readline().decode().split(":")[1])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb2_grpc.SnakepitBridgeStub(channel)
+        stub.InitializeSession(pb2.InitializeSessionRequest(session_id="s"), timeout=10)
+        call = stub.ExecuteTool.future(
+            pb2.ExecuteToolRequest(session_id="s", tool_name="nap", parameters={"seconds": values.encode(120.0)})
+        )
+        time.sleep(0.5)  # the tool is running
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0  # not 120 s
+        assert call.exception(timeout=10) is not None
     process.stdout.close()

@@ -198,7 +198,8 @@ class SnakepitBridgeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteVariable(self, request, context):
-        """Removes a variable (by id or name); watchers receive a final update with deleted=true.
+        """Removes a variable (by id or name); its watchers receive a last update for it with deleted=true.
+        The watch streams stay open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
