@@ -216,3 +216,24 @@ async def test_raw_grpc_bad_input_is_invalid_argument(
             await stub.Reserve(symbol_pb2.ReserveRequest(**request_fields), timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert raised.value.details().startswith(f"{field}: ")
+
+
+async def test_http_watch_follows_one_repo_branch_with_escaped_slashes(http: httpx.AsyncClient) -> None:
+    """GET /watch with kind=leases. and an escaped repo/branch prefix streams that branch's transitions only."""
+    mine = {**SEED_BODY, "repo": "watch/app", "branch": "feature/x", "fq_name": "w.one", "plan_id": None}
+    other_branch = {**mine, "branch": "feature/xy", "fq_name": "w.two"}
+    other_repo = {**mine, "repo": "watch/app2", "fq_name": "w.three"}
+    first = (await http.post("/reserve", json=mine)).json()
+    for body in (other_branch, other_repo):
+        assert (await http.post("/reserve", json=body)).status_code == 200
+    await http.post("/release", json={"lease_id": first["lease_id"]})
+    seen: list[tuple[str, int]] = []
+    params = {"kind": "leases.", "subject": "watch%2Fapp/feature%2Fx/", "since": "0"}
+    async with http.stream("GET", "/watch", params=params) as stream:
+        async for line in stream.aiter_lines():
+            if line.startswith("data:"):
+                event = json.loads(line[5:])
+                seen.append((event["kind"], event["payload"]["lease"]["lease_id"]))
+                if len(seen) == 2:
+                    break
+    assert seen == [("leases.reserved", first["lease_id"]), ("leases.released", first["lease_id"])]

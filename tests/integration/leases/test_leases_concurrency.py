@@ -94,7 +94,11 @@ async def test_hundred_symbols_under_contention_have_one_holder_each(
 async def test_two_servers_on_one_postgresql_grant_one_of_hundred_http_reserves(
     server_factory: Any, pg_server_url: str
 ) -> None:
-    """Two `muster serve` processes on one PostgreSQL, 50 concurrent HTTP reserves each: exactly one 200."""
+    """Two `muster serve` processes on one PostgreSQL, 50 concurrent HTTP reserves each: exactly one 200.
+
+    Then the symbol passes back and forth between the processes (release on one, reserve on the
+    other; once by expiry): every new lease id is higher than the last, whichever process drew it.
+    """
     first = server_factory(database_url=pg_server_url)
     second = server_factory(database_url=pg_server_url)
     body = {"repo": "demo", "branch": "main", "fq_name": "demo.func", "kind": "function", "file_path": "demo.py"}
@@ -109,4 +113,14 @@ async def test_two_servers_on_one_postgresql_grant_one_of_hundred_http_reserves(
             await client.get(f"{server.http_url}/lookup", params={k: body[k] for k in ("repo", "branch", "fq_name")})
             for server in (first, second)
         ]
-    assert {winner["lease_id"]} == {reply.json()["lease_id"] for reply in lookups}
+        assert {winner["lease_id"]} == {reply.json()["lease_id"] for reply in lookups}
+        ids = [winner["lease_id"]]
+        for step in range(6):
+            holder, taker = (first, second) if step % 2 == 0 else (second, first)
+            released = await client.post(f"{holder.http_url}/release", json={"lease_id": ids[-1]})
+            assert released.json()["status"] == "released"
+            ids.append((await client.post(f"{taker.http_url}/reserve", json={**body, "ttl_sec": 1})).json()["lease_id"])
+        await asyncio.sleep(1.2)  # the last reservation expires; the other process takes the symbol at once
+        expired_taker = first if len(ids) % 2 == 0 else second
+        ids.append((await client.post(f"{expired_taker.http_url}/reserve", json=body)).json()["lease_id"])
+    assert ids == sorted(set(ids)) and len(ids) == 8
