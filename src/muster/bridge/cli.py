@@ -12,6 +12,7 @@ import sys
 
 from muster._loop import fast_loop_factory
 from muster.bridge.process import WorkerOptions, serve
+from muster.bridge.values import DEFAULT_MAX_MESSAGE_BYTES
 from muster.errors import MusterError
 from muster.logs import configure_logging
 
@@ -52,6 +53,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="calls in flight before RESOURCE_EXHAUSTED",
     )
     parser.add_argument(
+        "--max-message-mb",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_BYTES >> 20,
+        metavar="MB",
+        help=f"largest message either way, in MiB (default {DEFAULT_MAX_MESSAGE_BYTES >> 20}; gRPC's own is 4)",
+    )
+    parser.add_argument(
         "--stop-grace", type=float, default=5.0, metavar="SECONDS", help="time calls get to finish on SIGTERM"
     )
     parser.add_argument(
@@ -78,6 +86,7 @@ def _options(args: argparse.Namespace) -> WorkerOptions:
         watch_queue_size=args.watch_queue_size,
         max_tool_threads=args.tool_threads,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_message_bytes=args.max_message_mb << 20,
         stop_grace_s=args.stop_grace,
         supervised_by=args.supervised_by,
         registry=args.registry,

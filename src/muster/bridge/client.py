@@ -145,9 +145,16 @@ class BridgeClient:
         self.stub = pb2_grpc.SnakepitBridgeStub(channel)
 
     @classmethod
-    def connect(cls, target: str) -> BridgeClient:
-        """A client for ``host:port`` (create it inside the running event loop)."""
-        return cls(grpc.aio.insecure_channel(target))
+    def connect(cls, target: str, *, max_message_bytes: int = values.DEFAULT_MAX_MESSAGE_BYTES) -> BridgeClient:
+        """A client for ``host:port`` (create it inside the running event loop).
+
+        It takes messages up to ``max_message_bytes`` each way, as the worker does by default.
+        """
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        return cls(grpc.aio.insecure_channel(target, options=options))
 
     async def aclose(self) -> None:
         await self.channel.close()

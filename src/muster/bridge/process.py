@@ -23,6 +23,7 @@ from muster.bridge.adapter import Adapter
 from muster.bridge.server import TOOL_THREAD_PREFIX, BridgeServer, make_executor
 from muster.bridge.service import BridgeService
 from muster.bridge.session import SessionStore
+from muster.bridge.values import DEFAULT_MAX_MESSAGE_BYTES
 from muster.errors import Invalid
 
 __all__ = ["WorkerOptions", "load_adapter", "serve"]
@@ -43,6 +44,7 @@ class WorkerOptions:
     watch_queue_size: int = 1024
     max_tool_threads: int = 8
     max_concurrent_rpcs: int = 1000
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     stop_grace_s: float = 5.0
     supervised_by: int | None = None  # the supervisor's pid: exit when it dies
     registry: str | None = None
@@ -154,7 +156,11 @@ async def serve(options: WorkerOptions) -> int:
     store = SessionStore(idle_ttl_s=options.session_ttl_s, watch_queue_size=options.watch_queue_size)
     service = BridgeService(adapter_class, store, executor=executor)
     server = BridgeServer(
-        service, host=options.host, port=options.port, max_concurrent_rpcs=options.max_concurrent_rpcs
+        service,
+        host=options.host,
+        port=options.port,
+        max_concurrent_rpcs=options.max_concurrent_rpcs,
+        max_message_bytes=options.max_message_bytes,
     )
     port = await server.start()
     watcher = (

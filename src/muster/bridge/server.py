@@ -361,6 +361,7 @@ class BridgeServer:
         host: str = "127.0.0.1",
         port: int = 0,
         max_concurrent_rpcs: int = 1000,
+        max_message_bytes: int = values.DEFAULT_MAX_MESSAGE_BYTES,
         sweep_interval_s: float | None = None,
     ) -> None:
         self.service = service
@@ -370,7 +371,12 @@ class BridgeServer:
         self._sweep_interval_s = sweep_interval_s or max(0.05, min(30.0, service.store.idle_ttl_s / 4))
         # Beyond max_concurrent_rpcs calls in flight, gRPC answers RESOURCE_EXHAUSTED: this bounds
         # the tool thread pool's queue too.
-        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=max_concurrent_rpcs)
+        options = [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self._server = grpc.aio.server(options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
         pb2_grpc.add_SnakepitBridgeServicer_to_server(BridgeServicer(service), self._server)
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -99,6 +99,11 @@ def _read_floats(value: AnyValue) -> AnyValue:
     return value
 
 
+# gRPC's own default is 4 MiB a message. Tensors and embeddings outgrow that quickly, and the replies
+# of InitializeSession and ListVariables carry every variable of a session, so the worker and
+# BridgeClient take 64 MiB each way unless told otherwise (--max-message-mb).
+DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+
 # Integers travel as JSON numbers that every side reads as a 64-bit integer.
 INT64_MIN: Final = -(1 << 63)
 INT64_MAX: Final = (1 << 63) - 1

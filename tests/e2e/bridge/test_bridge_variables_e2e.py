@@ -13,6 +13,7 @@ from google.protobuf import any_pb2, wrappers_pb2
 from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
 from muster.bridge import values
 from muster.bridge.client import BridgeClient
+from muster.errors import ResourceExhausted
 
 # (type, constraints, a valid value, a value that breaks the constraint, the rule named on refusal)
 CASES: list[tuple[str, dict[str, Any], Any, Any, str]] = [
@@ -196,3 +197,23 @@ async def test_tool_writes_are_marked_python(client: BridgeClient, session_id: s
         await client.stub.GetVariable(pb2.GetVariableRequest(session_id=session_id, variable_id="from_tool"))
     ).variable
     assert (variable.source, values.decode(variable.value).value) == (pb2.Variable.PYTHON, "hello")
+
+
+async def test_values_past_grpcs_4_mib_default_travel_and_the_session_still_lists(
+    client: BridgeClient, session_id: str, worker_factory: Any
+) -> None:
+    """A 6 MiB value is set and read back; a session holding 11 MiB still initialises; 4 MiB workers refuse it."""
+    big, bigger = "x" * (5 << 20), "y" * (6 << 20)
+    await client.set_variable(session_id, "big", big)
+    await client.set_variable(session_id, "bigger", bigger)
+    assert await client.get_variable(session_id, "bigger") == bigger
+    listed = await client.initialize_session(session_id)
+    assert sorted(v.name for v in listed.initial_variables.values()) == ["big", "bigger"]
+    _, small_target = worker_factory("--max-message-mb", "4")
+    small = BridgeClient.connect(small_target)
+    try:
+        await small.initialize_session("s")
+        with pytest.raises(ResourceExhausted):
+            await small.set_variable("s", "bigger", bigger)
+    finally:
+        await small.aclose()
