@@ -1,4 +1,8 @@
-"""Property: whatever the interleaving of operations and clock moves, leases stay exclusive and ids grow."""
+"""Property: whatever the interleaving of operations and clock moves, leases stay exclusive and ids grow.
+
+Reserves also come several at once (``reserve_together``), so the service coalesces them into one write
+group, where duplicates of one symbol and overdue holders meet in a single transaction.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,11 @@ from muster.store.engine import Store
 T = TypeVar("T")
 NAMES = st.sampled_from(["a", "b", "c"])
 SHAS = st.sampled_from(["abcdef1", "1234567"])
+KINDS = st.sampled_from(["function", "class"])
+
+
+async def _gather(calls: list[Coroutine[Any, Any, Lease]]) -> list[Lease | BaseException]:
+    return await asyncio.gather(*calls, return_exceptions=True)
 
 
 class _Harness:
@@ -76,6 +85,32 @@ def machine_for(harness: _Harness) -> type[RuleBasedStateMachine]:
             assert lease.lease_id > self.highest_id
             self.highest_id = lease.lease_id
             self.expected[name] = lease
+
+        @rule(requests=st.lists(st.tuples(NAMES, st.integers(1, 30), KINDS), min_size=2, max_size=6))
+        def reserve_together(self, requests: list[tuple[str, int, str]]) -> None:
+            """Concurrent reserves, coalesced into one write group: per symbol the first free request wins."""
+            now = self._now()
+            was_live = {name: (c := self._newest(name)) is not None and c.is_live(now) for name, _, _ in requests}
+            calls = [
+                harness.service.reserve(
+                    ReserveInput(repo=self.repo, branch="main", fq_name=name, kind=kind, ttl_sec=ttl)
+                )
+                for name, ttl, kind in requests
+            ]
+            outcomes = harness.run(_gather(calls))
+            winners: dict[str, Lease] = {}
+            for (name, ttl, kind), outcome in zip(requests, outcomes, strict=True):
+                if isinstance(outcome, Conflict):
+                    continue
+                assert isinstance(outcome, Lease), outcome
+                assert name not in winners and not was_live[name]  # one grant per symbol, only if free
+                assert (outcome.kind, outcome.expires_at) == (kind, self._now() + timedelta(seconds=ttl))
+                winners[name] = outcome
+            assert set(winners) == {name for name, live in was_live.items() if not live}
+            for lease in sorted(winners.values(), key=lambda lease: lease.lease_id):
+                assert lease.lease_id > self.highest_id
+                self.highest_id = lease.lease_id
+                self.expected[lease.fq_name] = lease
 
         @rule(name=NAMES, sha=SHAS)
         def claim(self, name: str, sha: str) -> None:
@@ -147,11 +182,32 @@ def machine_for(harness: _Harness) -> type[RuleBasedStateMachine]:
             assert all(n == 1 for _, n in harness.run(count()))
 
         @invariant()
+        def stored_rows_agree_with_the_model(self) -> None:
+            """What the database holds for each newest lease is what its holder was told."""
+            if not self.expected:
+                return
+
+            async def rows() -> dict[int, tuple[str, Any]]:
+                ids = [lease.lease_id for lease in self.expected.values()]
+                query = select(leases.c.lease_id, leases.c.kind, leases.c.expires_at).where(leases.c.lease_id.in_(ids))
+                async with harness.store.read() as conn:
+                    return {row.lease_id: (row.kind, row.expires_at) for row in await conn.execute(query)}
+
+            stored = harness.run(rows())
+            for lease in self.expected.values():
+                kind, expires_at = stored[lease.lease_id]
+                if expires_at is not None and expires_at.tzinfo is None:
+                    expires_at = expires_at.replace(tzinfo=UTC)  # SQLite keeps naive UTC
+                assert (kind, expires_at) == (lease.kind, lease.expires_at)
+
+        @invariant()
         def lookup_agrees_with_the_model(self) -> None:
             for name, lease in self.expected.items():
                 query = LookupInput(repo=self.repo, branch="main", fq_name=name)
                 found = harness.run(harness.service.lookup(query))
-                assert (found.lease_id, found.status) == (lease.lease_id, lease.status_at(self._now()))
+                assert (found.lease_id, found.status, found.kind, found.expires_at) == (
+                    lease.lease_id, lease.status_at(self._now()), lease.kind, lease.expires_at
+                )
 
     return Leases
 
