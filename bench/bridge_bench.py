@@ -257,6 +257,7 @@ OUR_MODULES = {
     "muster/bridge/session.py": "service layer (session lookup, tool dispatch, outcome)",
     "muster/bridge/context.py": "service layer (session lookup, tool dispatch, outcome)",
     "muster/bridge/server.py": "servicer: request/response protos",
+    "muster/bridge/messages.py": "servicer: request/response protos",
 }
 HAND_OFF = ("run_in_executor", "concurrent/futures", "threading.py")
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from google.protobuf import timestamp_pb2  # type: ignore[import-untyped, unused-ignore]
 
-from muster.bridge.server import _timestamp
+from muster.bridge.messages import timestamp as _timestamp
 
 MOMENTS = [
     datetime(2026, 11, 22, 7, 45, 12, 345678, tzinfo=UTC),
