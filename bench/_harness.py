@@ -145,3 +145,51 @@ def machine() -> dict[str, Any]:
 
 def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result, indent=2))
+
+
+def grpc_frame(message: Any) -> bytes:
+    """One length-prefixed gRPC message, as h2load sends it as a request body."""
+    payload = message.SerializeToString()
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def h2load_unary(
+    port: int,
+    path: str,
+    frame_path: Path,
+    *,
+    connections: int,
+    streams: int,
+    requests: int | None = None,
+    duration: float = 0,
+    warm_up_s: float = 1,
+) -> dict[str, Any]:
+    """Run h2load (a C HTTP/2 client, Debian's nghttp2-client) against one unary gRPC method.
+
+    ``path`` is ``/package.Service/Method``; every request sends the same prepared frame. Returns the
+    rate, counts and per-request latency percentiles (from h2load's log, in ms). h2load sees HTTP
+    statuses, not gRPC ones: check the frame with one real call first.
+    """
+    with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as log:
+        log_path = Path(log.name)
+    command = [
+        "h2load", f"-c{connections}", f"-m{streams}", "-t1", f"--log-file={log_path}",
+        "-d", str(frame_path), "-H", "content-type: application/grpc", "-H", "te: trailers",
+    ]  # fmt: skip
+    command += [f"-n{requests}"] if requests else [f"-D{max(1, round(duration))}", f"--warm-up-time={warm_up_s}"]
+    command.append(f"http://127.0.0.1:{port}{path}")
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", output).group(1))  # type: ignore[union-attr]
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", output)
+    assert done is not None, output
+    micros = sorted(int(line.split("\t")[2]) for line in log_path.read_text().splitlines() if line.count("\t") >= 2)
+    log_path.unlink()
+    return {
+        "rps": rate,
+        "done": int(done.group(1)),
+        "failed": int(done.group(3)),
+        "p50_ms": micros[len(micros) // 2] / 1000,
+        "p90_ms": micros[int(len(micros) * 0.9)] / 1000,
+        "p99_ms": micros[int(len(micros) * 0.99)] / 1000,
+        "max_ms": micros[-1] / 1000,
+    }

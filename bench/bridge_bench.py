@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -42,7 +41,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _harness import machine  # beside this file (run as python bench/bridge_bench.py)
+from _harness import grpc_frame, h2load_unary, machine  # beside this file (run as python bench/bridge_bench.py)
 from bridge_watch import cpu_seconds, fanout, node_available  # beside this file
 
 ADAPTER = "muster.bridge.examples.ExampleAdapter"
@@ -146,39 +145,19 @@ async def bare_server() -> None:
 # --- measurements --------------------------------------------------------------------------------
 
 
-def grpc_frame(message: Any) -> bytes:
-    payload = message.SerializeToString()
-    return b"\x00" + len(payload).to_bytes(4, "big") + payload
-
-
 def h2load(port: int, pid: int, method: str, frame_path: Path, *, duration: float, connections: int, streams: int,
            requests: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Run h2load against one unary method; throughput, per-request latencies, server CPU per call."""
     cpu_before = cpu_seconds(pid)
-    with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as log:
-        log_path = Path(log.name)
-    command = [
-        "h2load", f"-c{connections}", f"-m{streams}", "-t1", f"--log-file={log_path}",
-        "-d", str(frame_path), "-H", "content-type: application/grpc", "-H", "te: trailers",
-    ]  # fmt: skip
-    command += [f"-n{requests}"] if requests else [f"-D{max(1, round(duration))}", f"--warm-up-time={WARM_UP_S}"]
-    command.append(f"http://127.0.0.1:{port}/{SERVICE}/{method}")
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", output).group(1))  # type: ignore[union-attr]
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", output)
-    assert done is not None, output
+    measured = h2load_unary(
+        port, f"/{SERVICE}/{method}", frame_path, connections=connections, streams=streams, requests=requests,
+        duration=duration, warm_up_s=WARM_UP_S,
+    )  # fmt: skip
     cpu = cpu_seconds(pid) - cpu_before
-    micros = sorted(int(line.split("\t")[2]) for line in log_path.read_text().splitlines() if line.count("\t") >= 2)
-    log_path.unlink()
-    calls = int(done.group(1)) + (0 if requests else rate * WARM_UP_S)  # warm-up calls are not counted as done
+    calls = measured["done"] + (0 if requests else measured["rps"] * WARM_UP_S)  # warm-up calls are not counted
     return {
         "load_average_1m": round(os.getloadavg()[0], 2),
-        "rps": rate,
-        "done": int(done.group(1)),
-        "failed": int(done.group(3)),
-        "p50_ms": micros[len(micros) // 2] / 1000,
-        "p90_ms": micros[int(len(micros) * 0.9)] / 1000,
-        "p99_ms": micros[int(len(micros) * 0.99)] / 1000,
+        **{k: measured[k] for k in ("rps", "done", "failed", "p50_ms", "p90_ms", "p99_ms")},
         "server_cpu_us_per_call": round(cpu * 1e6 / calls, 1),
     }
 

@@ -7,8 +7,11 @@ For each engine it starts a fresh server (split doors: the gRPC door is its own
 process) and measures, over gRPC with 64 concurrent clients:
 
 * ``reserve``: reserves of distinct symbols per second, with latency percentiles;
-* ``lookup``: round-trip latency of one client (p50/p99), the server-side
-  ``srm_lookup_latency_ms`` p99, and 64 concurrent clients for throughput;
+* ``lookup``: round-trip latency of one client (p50/p99), from the Python
+  client and, where h2load (Debian's nghttp2-client) is installed, from h2load
+  with one call in flight (a C client: the server's latency without the Python
+  client's own cost); the server-side ``srm_lookup_latency_ms`` p99; and 64
+  concurrent clients for throughput;
 * ``contention``: all clients hammer 100 symbols (reserve, then release what
   they won). Double grants are checked twice: by the clients (a grant while
   another client still holds the symbol) and from the event log (a
@@ -43,7 +46,7 @@ from typing import Any
 
 import grpc
 import httpx
-from _harness import machine  # beside this file (run as python bench/leases_bench.py)
+from _harness import grpc_frame, h2load_unary, machine  # beside this file (run as python bench/leases_bench.py)
 
 from muster._loop import fast_loop_factory
 from muster._proto.srm import symbol_pb2 as pb
@@ -292,6 +295,17 @@ async def lookup_latency(target: str, clients: int, run: str, samples: int, gran
     }
 
 
+def lookup_latency_h2load(port: int, run: str, name: str, requests: int) -> dict[str, Any]:
+    """One client's Lookup round trips from h2load (C), one call in flight: the server's latency
+    without a Python gRPC client's own ~0.3 ms per call on the same two cores."""
+    frame = Path(tempfile.mkdtemp(prefix="leases-bench-")) / "lookup.bin"
+    frame.write_bytes(grpc_frame(pb.LookupRequest(repo=f"bench-{run}", branch="main", fq_name=name)))
+    path = "/srm.SymbolRegistry/Lookup"
+    h2load_unary(port, path, frame, connections=1, streams=1, requests=200)  # warm-up, not counted
+    measured = h2load_unary(port, path, frame, connections=1, streams=1, requests=requests)
+    return {"lookups": measured["done"], **{k: measured[k] for k in ("failed", "p50_ms", "p99_ms", "max_ms")}}
+
+
 def server_side_lookup_p99(http_url: str) -> float | None:
     """p99 upper bound from the srm_lookup_latency_ms histogram buckets."""
     text = httpx.get(f"{http_url}/metrics", timeout=10).text
@@ -432,6 +446,8 @@ def bench_bare(clients: int, seconds: float, samples: int) -> dict[str, Any]:
         progress(f"bare grpc.aio: no-op Reserve, {clients} clients, {seconds} s")
         reserve = workload(reserve_throughput(f"127.0.0.1:{port}", clients, seconds, "bare", process.pid, []))
         lookup = workload(lookup_latency(f"127.0.0.1:{port}", clients, "bare", samples, ["c0.sym0"]))
+        if shutil.which("h2load"):
+            lookup["one_client_h2load"] = lookup_latency_h2load(port, "bare", "c0.sym0", samples)
     finally:
         process.kill()
         process.wait()
@@ -465,6 +481,8 @@ def bench_engine(engine: str, clients: int, seconds: float, samples: int) -> dic
             f"errors {reserve['errors_by_code']}; lookup latency"
         )
         lookup = workload(lookup_latency(server.grpc_target, clients, run, samples, granted))
+        if shutil.which("h2load") and granted:
+            lookup["one_client_h2load"] = lookup_latency_h2load(server.grpc_port, run, granted[0], samples)
         lookup["server_side_p99_ms_at_most"] = server_side_lookup_p99(server.http_url)
         progress(f"{engine}: contention on 100 symbols, {seconds} s")
         contended = workload(contention(server.grpc_target, clients, seconds, run))
@@ -503,6 +521,9 @@ def main() -> int:
             "reserves_per_s_ratio": round(outcome["reserve"]["reserves_per_s"] / TARGETS["reserves_per_s"], 2),
             "lookup_p99_one_client_ratio": round(
                 outcome["lookup"].get("one_client", {}).get("p99_ms", float("nan")) / TARGETS["lookup_p99_ms"], 2
+            ),
+            "lookup_p99_one_client_h2load_ratio": round(
+                outcome["lookup"].get("one_client_h2load", {}).get("p99_ms", float("nan")) / TARGETS["lookup_p99_ms"], 2
             ),
             "double_grants": outcome["contention"]["double_grants_seen_by_clients"]
             + outcome["contention"]["double_grants_in_log"],
