@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 import orjson
 
@@ -26,7 +27,7 @@ from muster._proto.muster.v1 import graph_pb2 as pb
 from muster._proto.muster.v1 import graph_pb2_grpc as pb_grpc
 from muster.client._convert import parse_ts
 from muster.client._transport import GrpcTransport, HttpTransport
-from muster.errors import Invalid
+from muster.errors import Invalid, NotFound
 from muster.graph.algorithms import Impact, Inversion, Traversal
 from muster.graph.model import (
     MAX_LIST_LIMIT,
@@ -38,6 +39,7 @@ from muster.graph.model import (
     TraverseQuery,
     UpsertDependenciesInput,
     UpsertServicesInput,
+    service_id_can_exist,
 )
 from muster.graph.service import CycleReport, Upserted
 from muster.grpc.common import field_or_none, timestamp_or_none
@@ -164,8 +166,14 @@ class GraphClient:
 
 
 def _service_id(service_id: str) -> str:
+    """The id, checked as the server would: an id no service can have is NotFound on either transport.
+
+    (Over HTTP it would otherwise change the URL it travels in: ``a?x`` or ``a/impact``.)
+    """
     if not service_id:
         raise Invalid("service_id", "must not be empty")
+    if not service_id_can_exist(service_id):
+        raise NotFound(f"graph service {service_id!r} does not exist", field="service_id")
     return service_id
 
 
@@ -253,7 +261,7 @@ class _HttpGraph:
         return await self._upsert("/graph/dependencies", data.model_dump(mode="json"))
 
     async def delete_service(self, service_id: str) -> None:
-        await self._request("DELETE", f"/graph/services/{service_id}")
+        await self._request("DELETE", f"/graph/services/{_segment(service_id)}")
 
     async def mark_stale(self, older_than_hours: float) -> int:
         data = await self._request(
@@ -267,12 +275,12 @@ class _HttpGraph:
         return [_service_from_dict(s) for s in data["services"]], int(data["total"])
 
     async def get_service(self, service_id: str) -> GraphServiceRecord:
-        return _service_from_dict(await self._request("GET", f"/graph/services/{service_id}"))
+        return _service_from_dict(await self._request("GET", f"/graph/services/{_segment(service_id)}"))
 
     async def edges(self, service_id: str, outgoing: bool, include_stale: bool) -> list[DependencyRecord]:
         part = "dependencies" if outgoing else "dependents"
         params = {"include_stale": "true" if include_stale else "false"}
-        data = await self._request("GET", f"/graph/services/{service_id}/{part}", params=params)
+        data = await self._request("GET", f"/graph/services/{_segment(service_id)}/{part}", params=params)
         return [_edge_from_dict(e) for e in data[part]]
 
     async def traverse(self, query: TraverseQuery) -> Traversal:
@@ -280,7 +288,7 @@ class _HttpGraph:
             "direction": query.direction, "depth": query.depth,
             "include_stale": "true" if query.include_stale else "false",
         }
-        data = await self._request("GET", f"/graph/services/{query.service_id}/traverse", params=params)
+        data = await self._request("GET", f"/graph/services/{_segment(query.service_id)}/traverse", params=params)
         return Traversal(
             service_id=data["service_id"], direction=data["direction"], depth=int(data["depth"]),
             services=[(s["service_id"], int(s["distance"]), s["direction"]) for s in data["services"]],
@@ -288,7 +296,7 @@ class _HttpGraph:
         )
 
     async def impact(self, service_id: str) -> Impact:
-        data = await self._request("GET", f"/graph/services/{service_id}/impact")
+        data = await self._request("GET", f"/graph/services/{_segment(service_id)}/impact")
         rows = [(i["service_id"], int(i["distance"]), i["path_criticality"]) for i in data["impacted"]]
         return Impact(data["service_id"], rows)
 
@@ -308,7 +316,7 @@ class _HttpGraph:
 
     async def update_alert(self, alert_id: str, data: AlertUpdateInput) -> CycleAlertRecord:
         body = data.model_dump(mode="json", exclude_none=True)
-        return _alert_from_dict(await self._request("PATCH", f"/graph/alerts/{alert_id}", **self._json(body)))
+        return _alert_from_dict(await self._request("PATCH", f"/graph/alerts/{_segment(alert_id)}", **self._json(body)))
 
 
 # -- gRPC --------------------------------------------------------------------------------------
@@ -455,3 +463,8 @@ class _GrpcGraph:
         if data.resolution_notes is not None:
             request.resolution_notes = data.resolution_notes
         return _alert_from_message(await self._call(self._stub.UpdateAlert, request))
+
+
+def _segment(value: str) -> str:
+    """One URL path segment: ``?``, ``#``, ``/`` and the rest escaped, so an id can only name itself."""
+    return quote(value, safe="")

@@ -239,4 +239,4 @@ class GraphServicer(pb_grpc.GraphServicer):
 
     @unary("Graph/ListFindings")
     async def ListFindings(self, request: pb.ListFindingsRequest, context: Any) -> pb.ListFindingsReply:
-        return pb.ListFindingsReply(findings=[pb.Finding(**f.to_dict()) for f in self.graph.findings()])
+        return pb.ListFindingsReply(findings=[pb.Finding(**f.to_dict()) for f in await self.graph.findings()])

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from muster.graph.model import (
     MAX_LIST_LIMIT,
+    MAX_OFFSET,
     AlertUpdateInput,
     ListServicesQuery,
     TraverseQuery,
@@ -115,7 +116,7 @@ def router(graph: GraphService) -> APIRouter:
     async def list_alerts(
         status: str | None = None,
         limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> Response:
         records = await graph.list_alerts(status=status, limit=limit, offset=offset)
         return JSON({"alerts": [r.to_dict() for r in records]})
@@ -131,6 +132,6 @@ def router(graph: GraphService) -> APIRouter:
 
     @api.get("/findings", summary="Criticality inversions: critical services with hard edges to low ones")
     async def findings() -> Response:
-        return JSON({"findings": [f.to_dict() for f in graph.findings()]})
+        return JSON({"findings": [f.to_dict() for f in await graph.findings()]})
 
     return api

@@ -11,6 +11,8 @@ is what depends on it. An edge is *live* unless it was marked stale.
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +29,8 @@ __all__ = [
     "ALERT_TRANSITIONS",
     "CRITICALITY_RANK",
     "MAX_BULK_ITEMS",
+    "MAX_LIST_LIMIT",
+    "MAX_OFFSET",
     "AlertStatus",
     "AlertUpdateInput",
     "CycleAlertRecord",
@@ -42,6 +46,7 @@ __all__ = [
     "UpsertServicesInput",
     "check_transition",
     "new_id",
+    "service_id_can_exist",
 ]
 
 ServiceCriticality = Literal["critical", "high", "medium", "low"]
@@ -61,10 +66,27 @@ MAX_LIST_LIMIT: Final = 1_000
 CRITICALITY_RANK: Final[dict[str, int]] = {"hard": 3, "degraded": 2, "soft": 1}
 
 # A service id travels in URL paths, so no "/" (a catalog name with "/" never matches one).
+SERVICE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
+MAX_SERVICE_ID: Final = 200
 ServiceId = Annotated[
-    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+    str, StringConstraints(min_length=1, max_length=MAX_SERVICE_ID, pattern=SERVICE_ID_PATTERN)
 ]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# Free text (team, protocol, who acknowledged, notes): no control characters, NUL included, which
+# PostgreSQL's text cannot hold at all.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NO_CONTROL)]
+MAX_OFFSET: Final = 1 << 31
+# Notes may span lines: tab and line breaks pass, NUL and the other control characters do not.
+_NOTES = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$"
+Notes = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=_NOTES)]
+
+
+def service_id_can_exist(service_id: str) -> bool:
+    """Whether ``service_id`` is a valid id at all: one that is not cannot name a stored service."""
+    return 0 < len(service_id) <= MAX_SERVICE_ID and _SERVICE_ID.match(service_id) is not None
+
+
+_SERVICE_ID = re.compile(SERVICE_ID_PATTERN)
 
 
 def new_id() -> uuid.UUID:
@@ -77,9 +99,33 @@ def _rule(message: str) -> PydanticCustomError:
 
 
 def _bounded_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and len(orjson.dumps(value)) > MAX_JSON_BYTES:
+    """At most MAX_JSON_BYTES of JSON that both engines store as given (and both doors accept alike)."""
+    if value is None:
+        return value
+    try:
+        payload = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, nesting past 255 levels
+        raise _rule(f"must be JSON that fits: {exc}") from exc
+    if len(payload) > MAX_JSON_BYTES:
         raise _rule(f"must serialise to at most {MAX_JSON_BYTES} bytes of JSON")
+    if b"\\u0000" in payload:
+        raise _rule("must not contain the NUL character (\\u0000)")
+    if b"null" in payload and _has_non_finite(value):  # orjson writes NaN and Infinity as null
+        raise _rule("must not contain NaN or Infinity (JSON has neither)")
     return value
+
+
+def _has_non_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 class _Input(BaseModel):
@@ -104,7 +150,7 @@ class DependencyInput(_Input):
     target_service_id: ServiceId
     communication_mode: CommunicationMode = "sync"
     criticality: EdgeCriticality = "hard"
-    protocol: Annotated[str, StringConstraints(min_length=1, max_length=50)] | None = None
+    protocol: Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=_NO_CONTROL)] | None = None
     timeout_ms: int | None = Field(None, gt=0, le=86_400_000, strict=True)
     retry_config: dict[str, Any] | None = None
     discovery_source: DiscoverySource = "manual"
@@ -158,7 +204,7 @@ class ListServicesQuery(_Input):
     team: Text | None = None
     criticality: ServiceCriticality | None = None
     limit: int = Field(100, ge=1, le=MAX_LIST_LIMIT)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class TraverseQuery(_Input):
@@ -179,7 +225,7 @@ class AlertUpdateInput(_Input):
 
     status: Literal["acknowledged", "resolved"]
     acknowledged_by: Text | None = None
-    resolution_notes: Annotated[str, StringConstraints(min_length=1, max_length=4000)] | None = None
+    resolution_notes: Notes | None = None
 
     @model_validator(mode="after")
     def _who_acknowledged(self) -> AlertUpdateInput:

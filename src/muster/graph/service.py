@@ -42,6 +42,8 @@ from muster.graph.algorithms import (
 )
 from muster.graph.index import GraphIndex
 from muster.graph.model import (
+    MAX_LIST_LIMIT,
+    MAX_OFFSET,
     AlertUpdateInput,
     CycleAlertRecord,
     DependencyRecord,
@@ -51,6 +53,7 @@ from muster.graph.model import (
     UpsertDependenciesInput,
     UpsertServicesInput,
     check_transition,
+    service_id_can_exist,
 )
 from muster.store.engine import Store, Tx
 
@@ -151,6 +154,8 @@ class GraphService:
         return await self.store.write(op)
 
     async def delete_service(self, service_id: str) -> None:
+        _existable(service_id)
+
         async def op(tx: Tx) -> None:
             if not await q.delete_service(tx.conn, service_id):
                 raise NotFound(f"graph service {service_id} does not exist", field="service_id")
@@ -173,6 +178,7 @@ class GraphService:
     # -- reads from the store --------------------------------------------------------------
 
     async def get_service(self, service_id: str) -> GraphServiceRecord:
+        _existable(service_id)
         async with self.store.read() as conn:
             record = await q.get_service(conn, service_id)
         if record is None:
@@ -186,6 +192,7 @@ class GraphService:
             )
 
     async def edges(self, service_id: str, *, outgoing: bool, include_stale: bool) -> list[DependencyRecord]:
+        _existable(service_id)
         async with self.store.read() as conn:
             if not await q.service_exists(conn, service_id):
                 raise NotFound(f"graph service {service_id} does not exist", field="service_id")
@@ -197,6 +204,7 @@ class GraphService:
         """Raise NotFound unless the service exists (catching up with the log if another process made it)."""
         if service_id in self.index:
             return
+        _existable(service_id)
         async with self.store.read() as conn:
             exists = await q.service_exists(conn, service_id)
         if exists:
@@ -219,8 +227,14 @@ class GraphService:
             return []
         return [s for s, _, _ in impact(self.index.live_in, service_name).impacted]
 
-    def findings(self) -> list[Inversion]:
+    async def findings(self) -> list[Inversion]:
+        """Criticality inversions of the live graph, as of the log's head (other processes' changes included)."""
+        await self._catch_up()
         return criticality_inversions(self.index.criticality, self.index.live_out)
+
+    async def _catch_up(self) -> None:
+        """Apply every event committed so far, by any process, before a decision that must see them all."""
+        await self.hub.advance_to(await self.hub.head())
 
     def cycle_candidates(self) -> list[CycleCandidate]:
         return cycle_candidates(self.index.strongly_connected_components(), self.index.live_out, self.index.live_in)
@@ -228,7 +242,12 @@ class GraphService:
     # -- cycle alerts ---------------------------------------------------------------------------
 
     async def detect_cycles(self) -> CycleReport:
-        """One unresolved alert per component of the live graph; alerts of vanished components resolve."""
+        """One unresolved alert per component of the live graph; alerts of vanished components resolve.
+
+        The components come from this process's index, caught up with the log first: a process that had
+        not yet applied another's new edge would otherwise resolve the alert that edge opened.
+        """
+        await self._catch_up()
         candidates = self.cycle_candidates()
 
         async def op(tx: Tx) -> CycleReport:
@@ -274,6 +293,10 @@ class GraphService:
     async def list_alerts(self, *, status: str | None, limit: int, offset: int) -> list[CycleAlertRecord]:
         if status is not None and status not in ("open", "acknowledged", "resolved"):
             raise Invalid("status", "must be one of open, acknowledged, resolved")
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise Invalid("limit", f"must be between 1 and {MAX_LIST_LIMIT}")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise Invalid("offset", f"must be between 0 and {MAX_OFFSET}")
         async with self.store.read() as conn:
             return await q.list_alerts(conn, status=status, limit=limit, offset=offset)
 
@@ -298,3 +321,8 @@ class GraphService:
 
         return await self.store.write(op)
 
+
+def _existable(service_id: str) -> None:
+    """NotFound for an id no service can have (a NUL, a slash, too long): the database is not asked."""
+    if not service_id_can_exist(service_id):
+        raise NotFound(f"graph service {service_id!r} does not exist", field="service_id")

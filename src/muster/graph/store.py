@@ -265,8 +265,12 @@ async def _ids_of(conn: AsyncConnection, names: Sequence[str]) -> dict[str, Any]
             result: Any = await conn.exec_driver_sql(sql, tuple(chunk))
             found.update(result.fetchall())  # one fetch, not one adapter call per row
         else:
-            query = select(graph_services.c.service_id, graph_services.c.id).where(
-                graph_services.c.service_id.in_(list(chunk))
+            # FOR KEY SHARE: a concurrent delete of these services waits for this transaction, so the
+            # edges about to reference them cannot meet a foreign-key violation (SQLite writers are serial).
+            query = (
+                select(graph_services.c.service_id, graph_services.c.id)
+                .where(graph_services.c.service_id.in_(list(chunk)))
+                .with_for_update(read=True, key_share=True)
             )
             found.update({r.service_id: r.id for r in await conn.execute(query)})
     return found
@@ -293,13 +297,22 @@ async def ensure_services(
         for chunk in _chunks(rows):
             await conn.exec_driver_sql(_SQLITE_ENSURE_SERVICES, list(chunk))
     else:
-        stmt = insert(graph_services).on_conflict_do_nothing(index_elements=["service_id"])
+        # RETURNING: another transaction may have created some of them since the read above; only
+        # the ones this insert created are reported as discovered by this call.
+        stmt = (
+            insert(graph_services)
+            .on_conflict_do_nothing(index_elements=["service_id"])
+            .returning(graph_services.c.service_id)
+        )
         rows = [
             dict(zip(_SERVICE_COLUMNS, (i, name, {}, "medium", None, True, now, now), strict=True))
             for i, name in zip(time_ordered_ids(len(missing)), missing, strict=True)
         ]
+        created: set[str] = set()
         for chunk in _chunks(rows):
-            await conn.execute(stmt, list(chunk))
+            created.update((await conn.execute(stmt, list(chunk))).scalars())
+        ids.update(await _ids_of(conn, missing))  # theirs too, locked like the others
+        return ids, [name for name in missing if name in created]
     ids.update(await _ids_of(conn, missing))
     return ids, missing
 
@@ -415,12 +428,21 @@ async def mark_stale(conn: AsyncConnection, cutoff: datetime, now: datetime) -> 
         .where(dependencies.c.is_stale == False, dependencies.c.last_observed_at < cutoff)  # noqa: E712
     )
     rows: list[tuple[Any, ...]] = [tuple(r) for r in (await conn.execute(query)).all()]
-    ids = [r[0] for r in rows]
-    for chunk in _chunks(ids):
-        await conn.execute(
-            update(dependencies).where(dependencies.c.id.in_(list(chunk))).values(is_stale=True, updated_at=now)
+    marked: set[Any] = set()
+    for chunk in _chunks([r[0] for r in rows]):
+        # The condition again: an upsert that observed an edge since the read above keeps it live.
+        statement = (
+            update(dependencies)
+            .where(
+                dependencies.c.id.in_(list(chunk)),
+                dependencies.c.is_stale == False,  # noqa: E712
+                dependencies.c.last_observed_at < cutoff,
+            )
+            .values(is_stale=True, updated_at=now)
+            .returning(dependencies.c.id)
         )
-    return [(r[1], r[2], r[3]) for r in rows]
+        marked.update(await conn.scalars(statement))
+    return [(r[1], r[2], r[3]) for r in rows if r[0] in marked]
 
 
 # -- alerts -------------------------------------------------------------------------------------

@@ -103,3 +103,15 @@ async def test_closed_client_refuses_graph_calls(client: MusterClient) -> None:
     await client.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await client.graph.list_findings()
+
+
+async def test_an_id_with_url_characters_names_only_itself(client: MusterClient) -> None:
+    """delete_service("victim?really=no") is NotFound on both transports; the service "victim" survives."""
+    victim = f"v{uuid.uuid4().hex[:6]}"
+    async with client:
+        graph = client.graph
+        await graph.upsert_services([{"service_id": victim}])
+        for tricky in (f"{victim}?really=no", f"{victim}#x", f"{victim}/impact"):
+            with pytest.raises(NotFound):
+                await graph.delete_service(tricky)
+        assert (await graph.get_service(victim)).service_id == victim

@@ -296,7 +296,7 @@ async def test_two_runtimes_share_one_database_through_the_log(
         other_graph: GraphService = other.contexts["graph"].service
         _same(graph.index, other_graph.index)
         _same(await _snapshot(graph.store), other_graph.index)
-        assert [f.service_id for f in other_graph.findings()] == ["a"]
+        assert [f.service_id for f in await other_graph.findings()] == ["a"]
         # And back: a write through the second is seen by the first.
         await put_edges(other_graph, ("z", "y"))
         await clocked_runtime.hub.advance_to(await clocked_runtime.hub.head())
@@ -346,3 +346,91 @@ async def test_postgres_triggers_and_partial_indexes_exist(graph: GraphService, 
     # Migration 0004: the unique key's prefix and a four-valued column earned no index of their own.
     assert not {"ix_graph_dependencies_source_id_target_id", "ix_graph_dependencies_discovery_source"} & set(indexes)
     assert {"graph_services_updated_at", "graph_dependencies_updated_at", "graph_cycle_alerts_updated_at"} <= triggers
+
+
+async def test_a_lagging_process_detects_cycles_as_of_the_log_head(
+    clocked_runtime: Any, graph: GraphService, clock: FakeClock, db_url: str, tmp_path: Any
+) -> None:
+    """Detection in a process that has not applied another's new cycle yet keeps that cycle's alert open."""
+    from muster.server import build_runtime, close_runtime
+    from tests.conftest import settings_for as make_settings
+
+    other = await build_runtime(make_settings(db_url, tmp_path / "lagging"), clock=clock)
+    try:
+        await put_edges(graph, ("loop-a", "loop-b"), ("loop-b", "loop-a"))
+        opened = (await graph.detect_cycles()).opened
+        again = await other.contexts["graph"].service.detect_cycles()  # its hub has not run since
+        assert ([a.id for a in again.unchanged], again.resolved, again.opened) == ([opened[0].id], [], [])
+    finally:
+        await close_runtime(other)
+
+
+async def test_deleting_a_service_while_edges_to_it_are_written_is_never_a_store_error(
+    clocked_runtime: Any, graph: GraphService, clock: FakeClock, db_url: str, tmp_path: Any
+) -> None:
+    """Upserts naming a service and deletes of it, from two processes at once: each succeeds or is NotFound."""
+    import asyncio
+
+    from muster.server import build_runtime, close_runtime
+    from tests.conftest import settings_for as make_settings
+
+    other = await build_runtime(make_settings(db_url, tmp_path / "deleter"), clock=clock)
+    deleter: GraphService = other.contexts["graph"].service
+    try:
+        for round_ in range(15):
+            await put_edges(graph, (f"src{round_}", "victim"))
+            outcomes = await asyncio.gather(
+                *(put_edges(graph, (f"src{round_}-{i}", "victim")) for i in range(4)),
+                deleter.delete_service("victim"),
+                return_exceptions=True,
+            )
+            assert all(not isinstance(o, BaseException) or isinstance(o, NotFound) for o in outcomes), outcomes
+    finally:
+        await close_runtime(other)
+
+
+async def test_concurrent_upserts_report_each_discovered_service_once(
+    clocked_runtime: Any, graph: GraphService, clock: FakeClock, db_url: str, tmp_path: Any
+) -> None:
+    """Two processes naming the same unknown services at once: each service is reported discovered once."""
+    import asyncio
+
+    from muster.server import build_runtime, close_runtime
+    from tests.conftest import settings_for as make_settings
+
+    other = await build_runtime(make_settings(db_url, tmp_path / "discoverer"), clock=clock)
+    try:
+        for round_ in range(10):
+            edges = [(f"d{round_}-a", f"d{round_}-b"), (f"d{round_}-b", f"d{round_}-c")]
+            first, second = await asyncio.gather(
+                put_edges(graph, *edges), put_edges(other.contexts["graph"].service, *edges)
+            )
+            assert sorted(first.discovered + second.discovered) == [f"d{round_}-{x}" for x in "abc"]
+    finally:
+        await close_runtime(other)
+
+
+async def test_mark_stale_leaves_an_edge_observed_while_it_ran(graph: GraphService, engine_name: str) -> None:
+    """An edge observed (committed) between mark-stale's read and its update stays live."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    if engine_name != "postgresql":
+        pytest.skip("SQLite writers are serial: no other write can land between the read and the update")
+    await put_edges(graph, ("old-src", "old-dst"))
+    graph.store.clock.advance(3 * 3600)  # type: ignore[attr-defined]
+    engine = create_async_engine(graph.store.url)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(
+                update(dependencies).values(last_observed_at=graph.store.clock.now())
+            )  # an upsert's observation, not yet committed: mark-stale's update waits for its row lock
+            marking = asyncio.create_task(graph.mark_stale(1))
+            await asyncio.sleep(0.3)
+            await conn.commit()
+        assert await marking == 0
+    finally:
+        await engine.dispose()
+    async with graph.store.read() as conn:
+        assert (await conn.execute(select(dependencies.c.is_stale))).scalars().all() == [False]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from muster.graph.model import (
     UpsertDependenciesInput,
     UpsertServicesInput,
     check_transition,
+    service_id_can_exist,
 )
 from muster.validation import parse
 
@@ -277,3 +279,26 @@ def test_a_way_back_through_a_second_newcomer_is_not_taken_for_a_join() -> None:
     assert [["a", "d"]] == index.strongly_connected_components()
     index.apply(_event(2, "graph.dependencies_upserted", {"edges": [["a", "b", "manual", "hard"]]}))
     assert [["a", "b", "d", "p"]] == index.strongly_connected_components()
+
+
+@pytest.mark.parametrize(
+    ("service", "field"),
+    [
+        ({"metadata": {"big": 2**70}}, "services[0].metadata"),
+        ({"metadata": {"deep": json.loads("[" * 300 + "]" * 300)}}, "services[0].metadata"),
+        ({"metadata": {"nul": "a\x00b"}}, "services[0].metadata"),
+        ({"metadata": {"nan": float("nan")}}, "services[0].metadata"),
+        ({"team": "a\x00b"}, "services[0].team"),
+    ],
+)
+def test_json_and_text_that_an_engine_cannot_store_are_invalid(service: dict[str, Any], field: str) -> None:
+    """Integers past 64 bits, deep nesting, NUL and NaN are refused up front, not a 500 from the store."""
+    with pytest.raises(Invalid) as caught:
+        parse(UpsertServicesInput, {"services": [{"service_id": "s", **service}]})
+    assert caught.value.field == field
+
+
+def test_ids_no_service_can_have_are_known_without_the_database() -> None:
+    """A NUL, a slash or 201 characters cannot be a service id."""
+    assert service_id_can_exist("checkout-1")
+    assert not any(service_id_can_exist(x) for x in ("a\x00b", "a/b", "x" * 201, ""))
