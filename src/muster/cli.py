@@ -114,8 +114,13 @@ _COLUMNS = ("service_id", "name", "type", "role", "status", "url", "caps", "load
 async def _services(args: argparse.Namespace) -> int:
     from muster.client import MusterClient
 
+    records: list[Any] = []
     async with await MusterClient.connect(args.server) as client:
-        records = await client.list_services(status=args.status)
+        while True:  # every service, a page of 1,000 at a time
+            page = await client.list_services(status=args.status, limit=1000, offset=len(records))
+            records += page
+            if len(page) < 1000:
+                break
     print(_table([r.to_dict() for r in records], _COLUMNS))
     return 0
 

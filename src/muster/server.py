@@ -117,7 +117,7 @@ async def serve_doors(
 
     runtime = await build_runtime(settings)
     leadership = Leadership(runtime.store)
-    sink = AlertFileSink(runtime.hub, settings.events_dir)
+    sink = AlertFileSink(runtime.hub, settings.events_dir, leadership=leadership)
     monitor = HeartbeatMonitor(
         runtime.catalog,
         leadership,

@@ -50,9 +50,12 @@ MAX_DISCOVER_LIMIT = 1000
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
 Cap = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
-LabelValue = Annotated[str, StringConstraints(max_length=500)]
-ServiceId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$", re.IGNORECASE)
+# No control characters (NUL included, which PostgreSQL's text cannot hold) in any text a service gives.
+LabelValue = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
+ServiceId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^\s\x00-\x1f\x7f]+$", re.IGNORECASE)
+# The integer columns are 32-bit on both engines.
+MAX_INT32 = (1 << 31) - 1
 
 
 class _Input(BaseModel):
@@ -68,7 +71,7 @@ class RegisterInput(_Input):
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
     caps: list[Cap] = Field(default_factory=list, max_length=MAX_CAPS)
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
-    ctx_limit: int | None = Field(None, ge=1, le=1 << 40, strict=True)
+    ctx_limit: int | None = Field(None, ge=1, le=MAX_INT32, strict=True)
     cost_hint_usd_per_1k: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, strict=True)
     heartbeat_interval_s: int = Field(60, ge=1, le=86_400, strict=True)
     ttl_s: int = Field(90, ge=1, le=604_800, strict=True)
@@ -92,7 +95,7 @@ class HeartbeatInput(_Input):
     service_id: ServiceId
     status: BeatStatus = "ok"
     p95_ms: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False, strict=True)
-    queue_depth: int | None = Field(None, ge=0, le=1 << 40, strict=True)
+    queue_depth: int | None = Field(None, ge=0, le=MAX_INT32, strict=True)
     load: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, strict=True)
 
 

@@ -35,7 +35,7 @@ from muster.catalog.model import (
     ServiceRecord,
 )
 from muster.clock import Clock, isoformat, parse_isoformat
-from muster.errors import NotFound
+from muster.errors import NotFound, Unavailable
 from muster.events.hub import EventHub
 from muster.store.engine import Store, Tx
 
@@ -293,9 +293,14 @@ class CatalogService:
 
         try:
             await self.store.write(op)
-        except Exception:
-            for beat in beats:  # keep them for the next flush unless a newer beat arrived
+        except Unavailable:
+            for beat in beats:  # the store is away: keep them for the next flush unless a newer beat arrived
                 self._pending_beats.setdefault(beat["sid"], beat)
+            raise
+        except Exception:
+            # The store refused the rows themselves: retrying them would fail every flush (and every
+            # sweep, which flushes first) from now on. Drop them; the next beats carry fresh values.
+            log.warning("catalog.beats_dropped", beats=len(beats), exc_info=True)
             raise
         return len(beats)
 

@@ -87,11 +87,10 @@ async def insert_service(tx: Tx, record: ServiceRecord) -> None:
 
 
 async def delete_service(conn: AsyncConnection, service_id: str) -> ServiceRecord | None:
-    row = (await conn.execute(select(services).where(services.c.service_id == service_id))).first()
-    if row is None:
-        return None
-    await conn.execute(delete(services).where(services.c.service_id == service_id))
-    return _record(row)
+    """Delete and return the service; ``None`` if it was not there (or a concurrent delete won)."""
+    statement = delete(services).where(services.c.service_id == service_id).returning(*services.columns)
+    row = (await conn.execute(statement)).first()
+    return None if row is None else _record(row)
 
 
 async def get_service(conn: AsyncConnection, service_id: str) -> ServiceRecord | None:

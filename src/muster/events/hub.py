@@ -332,7 +332,9 @@ class EventHub:
             if not rows:
                 return
             for row in rows:
-                yield Event(int(row.revision), row.kind, row.subject, row.payload, row.ts)
+                event = Event(int(row.revision), row.kind, row.subject, row.payload, row.ts)
+                if watch_filter(event):  # again in Python: SQLite's LIKE ignores case, the live filter does not
+                    yield event
             cursor = int(rows[-1].revision)
 
     async def watch(self, since: int | None, watch_filter: WatchFilter) -> AsyncIterator[Event]:
@@ -350,6 +352,8 @@ class EventHub:
                         f"watcher fell more than {self._watch_queue_size} events behind; "
                         f"resume with since={sub.overflowed_at - 1}"
                     )
-                yield await sub.queue.get()
+                event = await sub.queue.get()
+                if since is None or event.revision > since:  # a resume point ahead of this replica's log
+                    yield event
         finally:
             self._subscriptions.discard(sub)

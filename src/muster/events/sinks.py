@@ -21,6 +21,7 @@ import structlog
 from muster.catalog import store as q
 from muster.events.hub import EventHub, WatchFilter
 from muster.store.engine import Tx
+from muster.store.leader import Leadership
 
 __all__ = ["AlertFileSink"]
 
@@ -30,10 +31,13 @@ _FIELDS = ("alert_type", "service_id", "service_name", "missed_beats", "last_see
 
 
 class AlertFileSink:
-    def __init__(self, hub: EventHub, directory: Path, *, interval: float = 0.5) -> None:
+    def __init__(
+        self, hub: EventHub, directory: Path, *, interval: float = 0.5, leadership: Leadership | None = None
+    ) -> None:
         self.hub = hub
         self.directory = directory
         self.interval = interval
+        self.leadership = leadership  # when given, write only while this process leads
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -50,7 +54,10 @@ class AlertFileSink:
     async def _run(self) -> None:
         while True:
             try:
-                await self.drain()
+                # A process that lost leadership (its lock's connection died) stops writing: the new
+                # leader's sink carries on from the shared cursor, and two writers would repeat lines.
+                if self.leadership is None or self.leadership.held:
+                    await self.drain()
             except Exception as exc:
                 log.warning("sink.failed", error=repr(exc))
             await asyncio.sleep(self.interval)

@@ -41,11 +41,11 @@ import orjson
 import structlog
 from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from muster.clock import Clock, SystemClock
-from muster.errors import Unavailable
+from muster.errors import Invalid, Unavailable
 from muster.store.schema import events
 
 __all__ = ["PendingEvent", "Store", "Tx"]
@@ -266,6 +266,11 @@ class Store:
             yield conn
         except (OperationalError, OSError) as exc:
             raise Unavailable(f"store unavailable: {exc.__class__.__name__}") from exc
+        except DBAPIError as exc:
+            refused = _refused_value(exc)
+            if refused is exc:
+                raise
+            raise refused from exc
         finally:
             await conn.close()
 
@@ -359,7 +364,7 @@ class Store:
             if future.done():
                 continue
             if error is not None:
-                future.set_exception(error)
+                future.set_exception(_refused_value(error))
             else:
                 future.set_result(value)
 
@@ -461,3 +466,19 @@ class Store:
             {"revision": revision, "kind": item.kind, "subject": item.subject, "payload": item.payload, "ts": now}
             for revision, (item, now) in enumerate(items, start=head + 1)
         ]
+
+
+def _refused_value(error: BaseException) -> BaseException:
+    """A value the database cannot hold (out of range, a NUL in text) is the request's fault: Invalid.
+
+    Input rules catch these first; this is the net under them, so a missed rule is a 422, not a 500.
+    """
+    if isinstance(error, DBAPIError) and (isinstance(error, DataError) or _sqlstate(error).startswith("22")):
+        detail = str(error.orig).splitlines()[0] if error.orig is not None else error.__class__.__name__
+        return Invalid("value", f"the database refused a value: {detail}")
+    return error
+
+
+def _sqlstate(error: DBAPIError) -> str:
+    """The SQLSTATE PostgreSQL gave (class 22 is "data exception"); '' elsewhere."""
+    return str(getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None) or "")

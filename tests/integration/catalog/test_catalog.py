@@ -15,7 +15,7 @@ from muster.catalog.model import DeregisterInput, DiscoverQuery, HeartbeatInput,
 from muster.catalog.monitor import HeartbeatMonitor
 from muster.catalog.schema import services
 from muster.clock import FakeClock
-from muster.errors import NotFound
+from muster.errors import Invalid, NotFound
 from muster.events.hub import WatchFilter
 from muster.events.sinks import AlertFileSink
 from muster.server import build_runtime, close_runtime
@@ -206,3 +206,84 @@ async def test_restart_reloads_the_index(db_url: str, tmp_path: Path) -> None:
         assert (await second.catalog.get(sid)).labels == {"zone": "eu"}
     finally:
         await close_runtime(second)
+
+
+async def test_two_processes_deregistering_one_service_succeed_once(runtime: Any, db_url: str, tmp_path: Path) -> None:
+    """Concurrent deregisters from two processes: one succeeds, the other is NotFound, one event."""
+    other = await build_runtime(settings_for(db_url, tmp_path / "other"))
+    try:
+        for i in range(10):
+            sid = (await runtime.catalog.register(_reg(f"dereg-{i}"))).service_id
+            await other.hub.advance_to(await other.hub.head())
+            outcomes = await asyncio.gather(
+                runtime.catalog.deregister(DeregisterInput(service_id=sid)),
+                other.catalog.deregister(DeregisterInput(service_id=sid)),
+                return_exceptions=True,
+            )
+            assert sorted(type(o).__name__ for o in outcomes) == ["NotFound", "ServiceRecord"], outcomes
+        async with runtime.store.read() as conn:
+            query = select(func.count()).select_from(events).where(events.c.kind == "catalog.deregistered")
+            assert (await conn.execute(query)).scalar_one() == 10
+    finally:
+        await close_runtime(other)
+
+
+async def test_values_the_database_cannot_hold_are_invalid_not_a_server_error(runtime: Any) -> None:
+    """A NUL in an id that reaches the store, or a number past int32 in a beat, is Invalid (422)."""
+    with pytest.raises((Invalid, NotFound)):
+        await runtime.catalog.get("a\x00b")
+    with pytest.raises(Invalid):
+        parse(HeartbeatInput, {"service_id": "s", "queue_depth": 3_000_000_000})
+    with pytest.raises(Invalid):
+        parse(RegisterInput, {"name": "n", "type": "tool", "url": "http://a\x00b", "labels": {"k": "v\x00"}})
+
+
+async def test_replay_matches_kind_prefixes_case_sensitively_and_live_events_respect_since(runtime: Any) -> None:
+    """Replay and live watch agree on case; a resume point ahead of this process's log skips what it has seen."""
+    await runtime.catalog.register(_reg("case-a"))
+    head = await runtime.hub.head()
+    assert [e async for e in runtime.hub.history(0, head, WatchFilter(kind_prefix="CATALOG."))] == []
+    ahead = await runtime.hub.head() + 1  # the revision the next event will take
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for event in runtime.hub.watch(ahead, WatchFilter(kind_prefix="catalog.")):
+            seen.append(event.revision)
+            return
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.05)
+    await runtime.catalog.register(_reg("case-b"))  # revision == ahead: not after it
+    await runtime.catalog.register(_reg("case-c"))
+    await asyncio.wait_for(follower, 10)
+    assert seen == [ahead + 1]
+
+
+async def test_the_alert_sink_writes_only_while_its_process_leads(runtime: Any, tmp_path: Path) -> None:
+    """A sink whose process does not hold leadership writes nothing; once it leads, it catches up."""
+    leadership = Leadership(runtime.store)
+    sink = AlertFileSink(runtime.hub, tmp_path / "events", interval=0.02, leadership=leadership)
+    await runtime.store.write(_alert_event)
+    await runtime.hub.advance_to(await runtime.hub.head())
+    sink.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert not (tmp_path / "events").exists()
+        assert await leadership.try_acquire()
+        for _ in range(100):
+            if (tmp_path / "events").exists() and any((tmp_path / "events").iterdir()):
+                break
+            await asyncio.sleep(0.02)
+        assert len(list((tmp_path / "events").iterdir())) == 1
+    finally:
+        await sink.close()
+        await leadership.release()
+
+
+async def _alert_event(tx: Any) -> None:
+    tx.emit(
+        "catalog.alert",
+        "s",
+        {"alert_id": 1, "alert_type": "service_down", "service_id": "s", "service_name": "n", "missed_beats": 2,
+         "last_seen": None, "action": "marked_down", "ts": "2026-11-29T00:00:00.000Z"},
+    )
