@@ -102,6 +102,7 @@ class CatalogService:
         self.flush_interval = flush_interval
         self.impact_provider: ImpactProvider | None = None
         self._pending_beats: dict[str, dict[str, Any]] = {}
+        self._status_in_flight: dict[str, list[str]] = {}  # service -> statuses being written, oldest first
         self._refreshed_at: datetime | None = None
         self._task: asyncio.Task[None] | None = None
         hub.add_applier(self._apply)
@@ -159,8 +160,12 @@ class CatalogService:
     async def heartbeat(self, beat: HeartbeatInput) -> BeatAck:
         now = self.clock.now()
         record = self.index.get(beat.service_id) or await self._read_through(beat.service_id)
-        if record.status == "down" or record.status != beat.status:
-            return await self._status_beat(record, beat, now)
+        # A status beat of this service still being written decides what "current" is: the index
+        # only learns it at commit, and a beat right behind it must not be judged on the old status.
+        in_flight = self._status_in_flight.get(beat.service_id)
+        status = in_flight[-1] if in_flight else record.status
+        if status == "down" or status != beat.status:
+            return await self._status_beat(record, beat, now, recovering=status == "down")
         record.last_heartbeat_ts = now
         record.p95_ms, record.queue_depth, record.load = beat.p95_ms, beat.queue_depth, beat.load
         self._pending_beats[beat.service_id] = {
@@ -181,14 +186,15 @@ class CatalogService:
         await self.hub.advance_to(await self.hub.head())
         return self.index.get(service_id) or record
 
-    async def _status_beat(self, record: ServiceRecord, beat: HeartbeatInput, now: datetime) -> BeatAck:
+    async def _status_beat(
+        self, record: ServiceRecord, beat: HeartbeatInput, now: datetime, *, recovering: bool
+    ) -> BeatAck:
         values = {
             "last_heartbeat_ts": now,
             "p95_ms": beat.p95_ms,
             "queue_depth": beat.queue_depth,
             "load": beat.load,
         }
-        recovering = record.status == "down"
 
         async def op(tx: Tx) -> bool:
             changed = await q.set_status(
@@ -221,7 +227,14 @@ class CatalogService:
                 tx.emit("catalog.alert", beat.service_id, alert.to_dict())
             return True
 
-        await self.store.write(op)
+        in_flight = self._status_in_flight.setdefault(beat.service_id, [])
+        in_flight.append(beat.status)
+        try:
+            await self.store.write(op)
+        finally:
+            in_flight.remove(beat.status)
+            if not in_flight:
+                self._status_in_flight.pop(beat.service_id, None)
         current = self.index.get(beat.service_id)
         if current is not None:
             current.last_heartbeat_ts = now

@@ -287,3 +287,17 @@ async def _alert_event(tx: Any) -> None:
         {"alert_id": 1, "alert_type": "service_down", "service_id": "s", "service_name": "n", "missed_beats": 2,
          "last_seen": None, "action": "marked_down", "ts": "2026-11-29T00:00:00.000Z"},
     )
+
+
+async def test_a_status_beat_right_behind_another_is_judged_on_the_status_being_written(runtime: Any) -> None:
+    """"degraded" then "ok" at once: the service ends ok (the second beat is not taken for a plain one)."""
+    sid = (await runtime.catalog.register(_reg("flapper"))).service_id
+    for _ in range(10):
+        await asyncio.gather(
+            runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid, "status": "degraded"})),
+            runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid, "status": "ok"})),
+        )
+        await runtime.hub.advance_to(await runtime.hub.head())
+        async with runtime.store.read() as conn:
+            stored = (await conn.execute(select(services.c.status).where(services.c.service_id == sid))).scalar_one()
+        assert (stored, (await runtime.catalog.get(sid)).status) == ("ok", "ok")
