@@ -33,6 +33,7 @@ __all__ = [
     "Unavailable",
     "error_for_grpc_code",
     "error_for_http_status",
+    "error_from_code",
     "grpc_trailing_metadata",
 ]
 
@@ -139,6 +140,11 @@ def _build(cls: type[MusterError], message: str, field: str | None) -> MusterErr
         rule = message.split(": ", 1)[1] if field and message.startswith(f"{field}: ") else message
         return Invalid(field or "request", rule)
     return cls(message, field=field)
+
+
+def error_from_code(code: str, message: str, field: str | None) -> MusterError:
+    """Rebuild an exception from its Muster error code (as carried in a reply message)."""
+    return _build(_BY_CODE.get(code, MusterError), message or code, field)
 
 
 def error_for_http_status(status: int, body: dict[str, Any]) -> MusterError:

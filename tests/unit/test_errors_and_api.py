@@ -59,3 +59,19 @@ def test_public_exports_are_pinned() -> None:
     assert {"Conflict", "Expired", "FailedPrecondition", "Invalid", "MusterError", "NotFound",
             "ResourceExhausted", "Unavailable", "__version__"} == set(muster.__all__)
     assert {"HeartbeatStream", "KeepAlive", "MusterClient", "SRMClient"} <= set(muster.client.__all__)
+
+
+def test_a_heartbeat_stream_result_keeps_its_error_class() -> None:
+    """found=false is NotFound (register again); a failed beat of a known service is its own error class."""
+    from muster._proto.muster.v1 import catalog_pb2 as pb
+    from muster.client import _stream_result
+
+    missing = _stream_result(pb.HeartbeatReply(service_id="s", found=False, error="gone", error_code="not_found"))
+    bad = _stream_result(
+        pb.HeartbeatReply(service_id="s", found=True, error="status: bad", error_code="invalid_argument",
+                          error_field="status")
+    )
+    away = _stream_result(pb.HeartbeatReply(service_id="s", found=True, error="store", error_code="unavailable"))
+    assert (type(missing).__name__, type(bad).__name__, bad.field, type(away).__name__) == (
+        "NotFound", "Invalid", "status", "Unavailable"
+    )

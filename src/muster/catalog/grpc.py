@@ -19,7 +19,7 @@ from muster.catalog.model import (
     ServiceRecord,
 )
 from muster.catalog.service import BeatAck, CatalogService
-from muster.errors import Invalid, MusterError
+from muster.errors import Invalid, MusterError, NotFound
 from muster.grpc.common import from_timestamp, present_fields, streaming, timestamp, unary
 from muster.observability import HEARTBEATS
 from muster.validation import parse
@@ -116,7 +116,15 @@ class CatalogServicer(pb_grpc.CatalogServicer):
                 try:
                     replies.append(_ack(await catalog.heartbeat(_beat_input(request))))
                 except MusterError as exc:  # one bad beat must not end a stream that carries many
-                    replies.append(pb.HeartbeatReply(service_id=request.service_id, found=False, error=exc.message))
+                    replies.append(
+                        pb.HeartbeatReply(
+                            service_id=request.service_id,
+                            found=not isinstance(exc, NotFound),  # only "unknown" means register again
+                            error=exc.message,
+                            error_code=exc.code,
+                            error_field=exc.field or "",
+                        )
+                    )
             yield pb.HeartbeatBatchReply(replies=replies)
 
     @unary("Catalog/Discover")

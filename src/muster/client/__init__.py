@@ -34,7 +34,7 @@ from muster.catalog.service import BeatAck, Registered, Stats
 from muster.client._transport import GrpcTransport, HttpTransport, Transport, grpc_error
 from muster.client.graph import GraphClient
 from muster.client.srm import SRMClient
-from muster.errors import Invalid, MusterError, NotFound, Unavailable
+from muster.errors import Invalid, MusterError, NotFound, Unavailable, error_from_code
 from muster.events.hub import Event
 from muster.validation import parse
 
@@ -234,7 +234,6 @@ class HeartbeatStream:
         import grpc
 
         from muster._proto.muster.v1 import catalog_pb2 as pb
-        from muster.client._convert import ack_from_message
         from muster.client._transport import _beat_request
 
         async with self._lock:  # one outstanding message keeps replies matched to requests
@@ -245,12 +244,7 @@ class HeartbeatStream:
                 raise grpc_error(exc) from None
         if reply is grpc.aio.EOF:
             raise Unavailable("heartbeat stream closed by the server")
-        return [
-            ack_from_message(r)
-            if r.found
-            else NotFound(r.error or f"service {r.service_id} is not registered", field="service_id")
-            for r in reply.replies
-        ]
+        return [_stream_result(r) for r in reply.replies]
 
 
 class KeepAlive:
@@ -324,3 +318,14 @@ class KeepAlive:
                 log.warning("keepalive.beat_failed", error=str(exc))
                 await asyncio.sleep(min(backoff, self.beat_every))
                 backoff *= 2
+
+
+def _stream_result(reply: Any) -> Any:
+    """One beat's result from HeartbeatStream: the ack, or the error it failed with (NotFound: register again)."""
+    from muster.client._convert import ack_from_message
+
+    if reply.error_code and reply.error_code != "not_found":
+        return error_from_code(reply.error_code, reply.error, reply.error_field or None)
+    if not reply.found:
+        return NotFound(reply.error or f"service {reply.service_id} is not registered", field="service_id")
+    return ack_from_message(reply)

@@ -109,9 +109,14 @@ def test_grpc_operations_and_status_codes(shared_server: ServerProcess) -> None:
             stub.Heartbeat(pb.HeartbeatRequest(service_id="nope"))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         beats = [pb.HeartbeatRequest(service_id=sid)] * 3 + [pb.HeartbeatRequest(service_id="nope")]
+        beats.append(pb.HeartbeatRequest(service_id=sid, status="bogus"))
         batches = [pb.HeartbeatBatch(beats=beats), pb.HeartbeatBatch(beats=[pb.HeartbeatRequest(service_id=sid)])]
         replies = list(stub.HeartbeatStream(iter(batches)))
-        assert [[r.found for r in b.replies] for b in replies] == [[True, True, True, False], [True]]
+        assert [[r.found for r in b.replies] for b in replies] == [[True, True, True, False, True], [True]]
+        # Only "unknown" asks for a new registration; a bad beat names its error instead.
+        assert [(r.error_code, r.error_field) for r in replies[0].replies[3:]] == [
+            ("not_found", "service_id"), ("invalid_argument", "status")
+        ]
         assert stub.Deregister(pb.DeregisterRequest(service_id=sid)).deregistered
 
 

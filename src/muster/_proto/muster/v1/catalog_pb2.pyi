@@ -108,18 +108,22 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, service_id: _Optional[str] = ..., status: _Optional[str] = ..., p95_ms: _Optional[float] = ..., queue_depth: _Optional[int] = ..., load: _Optional[float] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("service_id", "status", "received_at", "found", "error")
+    __slots__ = ("service_id", "status", "received_at", "found", "error", "error_code", "error_field")
     SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_FIELD_NUMBER: _ClassVar[int]
     service_id: str
     status: str
     received_at: _timestamp_pb2.Timestamp
     found: bool
     error: str
-    def __init__(self, service_id: _Optional[str] = ..., status: _Optional[str] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., found: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    error_code: str
+    error_field: str
+    def __init__(self, service_id: _Optional[str] = ..., status: _Optional[str] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., found: _Optional[bool] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., error_field: _Optional[str] = ...) -> None: ...
 
 class HeartbeatBatch(_message.Message):
     __slots__ = ("beats",)
