@@ -29,6 +29,7 @@ import structlog
 
 from muster.errors import Invalid, NotFound
 from muster.events.hub import Event, EventHub
+from muster.graph import alert_store as qa
 from muster.graph import store as q
 from muster.graph.algorithms import (
     CycleCandidate,
@@ -251,7 +252,7 @@ class GraphService:
         candidates = self.cycle_candidates()
 
         async def op(tx: Tx) -> CycleReport:
-            by_key = await q.unresolved_alerts(tx.conn)
+            by_key = await qa.unresolved_alerts(tx.conn)
             opened: list[CycleAlertRecord] = []
             unchanged: list[CycleAlertRecord] = []
             successor: dict[str, CycleAlertRecord] = {}
@@ -260,7 +261,7 @@ class GraphService:
                     # Same key, same member set: the stored list is this sorted one.
                     unchanged.append(replace(by_key.pop(candidate.key), members=candidate.members))
                     continue
-                alert = await q.insert_alert(
+                alert = await qa.insert_alert(
                     tx.conn, tx.insert, key=candidate.key, members=candidate.members,
                     cycle_path=candidate.cycle_path, now=tx.now,
                 )
@@ -272,7 +273,7 @@ class GraphService:
                     successor[member] = alert
             resolved: list[CycleAlertRecord] = []
             for stale in by_key.values():
-                current = await q.get_alert(tx.conn, uuid.UUID(stale.id))
+                current = await qa.get_alert(tx.conn, uuid.UUID(stale.id))
                 assert current is not None
                 heir = next((successor[m] for m in current.members if m in successor), None)
                 note = (
@@ -280,7 +281,7 @@ class GraphService:
                     if heir is not None
                     else "cycle no longer present in the live graph"
                 )
-                if await q.resolve_alert(tx.conn, uuid.UUID(stale.id), note, tx.now):
+                if await qa.resolve_alert(tx.conn, uuid.UUID(stale.id), note, tx.now):
                     record = replace(
                         current, status="resolved", resolution_notes=note, resolved_at=tx.now, updated_at=tx.now
                     )
@@ -298,13 +299,13 @@ class GraphService:
         if not 0 <= offset <= MAX_OFFSET:
             raise Invalid("offset", f"must be between 0 and {MAX_OFFSET}")
         async with self.store.read() as conn:
-            return await q.list_alerts(conn, status=status, limit=limit, offset=offset)
+            return await qa.list_alerts(conn, status=status, limit=limit, offset=offset)
 
     async def update_alert(self, alert_id: str, data: AlertUpdateInput) -> CycleAlertRecord:
         key = _alert_uuid(alert_id)
 
         async def op(tx: Tx) -> CycleAlertRecord:
-            current = await q.get_alert(tx.conn, key, for_update=True)
+            current = await qa.get_alert(tx.conn, key, for_update=True)
             if current is None:
                 raise NotFound(f"cycle alert {alert_id} does not exist", field="alert_id")
             check_transition(current.status, data.status)
@@ -315,7 +316,7 @@ class GraphService:
                 values["resolution_notes"] = data.resolution_notes
             if data.status == "resolved":
                 values["resolved_at"] = tx.now
-            record = await q.update_alert(tx.conn, key, values)
+            record = await qa.update_alert(tx.conn, key, values)
             tx.emit("graph.alert_updated", record.id, record.to_dict())
             return record
 
