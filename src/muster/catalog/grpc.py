@@ -108,8 +108,8 @@ class CatalogServicer(pb_grpc.CatalogServicer):
     ) -> AsyncIterator[pb.HeartbeatBatchReply]:
         catalog, beats = self.catalog, self._beats
         async for batch in request_iterator:
-            if len(batch.beats) > MAX_BEATS_PER_BATCH:
-                raise Invalid("beats", f"at most {MAX_BEATS_PER_BATCH} beats per message")
+            if not 1 <= len(batch.beats) <= MAX_BEATS_PER_BATCH:
+                raise Invalid("beats", f"1 to {MAX_BEATS_PER_BATCH} beats per message")
             beats.inc(len(batch.beats))
             replies = []
             for request in batch.beats:

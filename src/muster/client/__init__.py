@@ -214,21 +214,25 @@ class HeartbeatStream:
             self._call.cancel()
 
     async def send(self, service_id: str, **metrics: Any) -> BeatAck:
-        """One beat; raises ``NotFound`` if the server no longer knows ``service_id``."""
+        """One beat; raises ``NotFound`` if the server no longer knows ``service_id`` (register again),
+        or the error the beat failed with."""
         result = (await self.send_many([{"service_id": service_id, **metrics}]))[0]
-        if isinstance(result, NotFound):
+        if isinstance(result, MusterError):
             raise result
         return result
 
-    async def send_many(self, beats: list[dict[str, Any]]) -> list[BeatAck | NotFound]:
-        """Many beats in one message; each result is an ack or the ``NotFound`` for that beat."""
+    async def send_many(self, beats: list[dict[str, Any]]) -> list[BeatAck | MusterError]:
+        """Many beats in one message; each result is an ack or that beat's error (``NotFound``: register
+        again; ``Unavailable``: beat again later)."""
         inputs = [parse(HeartbeatInput, beat) for beat in beats]
+        if not inputs:
+            return []
         if self._call is None:
-            results: list[BeatAck | NotFound] = []
+            results: list[BeatAck | MusterError] = []
             for beat in inputs:
                 try:
                     results.append(await self._client._check_open().heartbeat(beat))
-                except NotFound as exc:
+                except MusterError as exc:
                     results.append(exc)
             return results
         import grpc
