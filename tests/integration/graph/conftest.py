@@ -33,6 +33,18 @@ async def clocked_runtime(db_url: str, tmp_path: Path, clock: FakeClock) -> Asyn
 
 
 @pytest.fixture
+async def second_graph(clocked_runtime: Any, db_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Any]:
+    """The graph service of a second process on the same database: its own store, event hub and index."""
+    from muster.server import build_runtime, close_runtime
+
+    other = await build_runtime(make_settings(db_url, tmp_path / "second"), clock=clock)
+    try:
+        yield other.contexts["graph"].service
+    finally:
+        await close_runtime(other)
+
+
+@pytest.fixture
 def graph(clocked_runtime: Any) -> GraphService:
     service: GraphService = clocked_runtime.contexts["graph"].service
     return service

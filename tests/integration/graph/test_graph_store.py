@@ -348,66 +348,38 @@ async def test_postgres_triggers_and_partial_indexes_exist(graph: GraphService, 
     assert {"graph_services_updated_at", "graph_dependencies_updated_at", "graph_cycle_alerts_updated_at"} <= triggers
 
 
-async def test_a_lagging_process_detects_cycles_as_of_the_log_head(
-    clocked_runtime: Any, graph: GraphService, clock: FakeClock, db_url: str, tmp_path: Any
-) -> None:
+async def test_a_lagging_process_detects_cycles_as_of_the_log_head(graph: GraphService, second_graph: Any) -> None:
     """Detection in a process that has not applied another's new cycle yet keeps that cycle's alert open."""
-    from muster.server import build_runtime, close_runtime
-    from tests.conftest import settings_for as make_settings
-
-    other = await build_runtime(make_settings(db_url, tmp_path / "lagging"), clock=clock)
-    try:
-        await put_edges(graph, ("loop-a", "loop-b"), ("loop-b", "loop-a"))
-        opened = (await graph.detect_cycles()).opened
-        again = await other.contexts["graph"].service.detect_cycles()  # its hub has not run since
-        assert ([a.id for a in again.unchanged], again.resolved, again.opened) == ([opened[0].id], [], [])
-    finally:
-        await close_runtime(other)
+    await put_edges(graph, ("loop-a", "loop-b"), ("loop-b", "loop-a"))
+    opened = (await graph.detect_cycles()).opened
+    again = await second_graph.detect_cycles()  # its hub has not run since
+    assert ([a.id for a in again.unchanged], again.resolved, again.opened) == ([opened[0].id], [], [])
 
 
 async def test_deleting_a_service_while_edges_to_it_are_written_is_never_a_store_error(
-    clocked_runtime: Any, graph: GraphService, clock: FakeClock, db_url: str, tmp_path: Any
+    graph: GraphService, second_graph: Any
 ) -> None:
     """Upserts naming a service and deletes of it, from two processes at once: each succeeds or is NotFound."""
     import asyncio
 
-    from muster.server import build_runtime, close_runtime
-    from tests.conftest import settings_for as make_settings
-
-    other = await build_runtime(make_settings(db_url, tmp_path / "deleter"), clock=clock)
-    deleter: GraphService = other.contexts["graph"].service
-    try:
-        for round_ in range(15):
-            await put_edges(graph, (f"src{round_}", "victim"))
-            outcomes = await asyncio.gather(
-                *(put_edges(graph, (f"src{round_}-{i}", "victim")) for i in range(4)),
-                deleter.delete_service("victim"),
-                return_exceptions=True,
-            )
-            assert all(not isinstance(o, BaseException) or isinstance(o, NotFound) for o in outcomes), outcomes
-    finally:
-        await close_runtime(other)
+    for round_ in range(15):
+        await put_edges(graph, (f"src{round_}", "victim"))
+        outcomes = await asyncio.gather(
+            *(put_edges(graph, (f"src{round_}-{i}", "victim")) for i in range(4)),
+            second_graph.delete_service("victim"),
+            return_exceptions=True,
+        )
+        assert all(not isinstance(o, BaseException) or isinstance(o, NotFound) for o in outcomes), outcomes
 
 
-async def test_concurrent_upserts_report_each_discovered_service_once(
-    clocked_runtime: Any, graph: GraphService, clock: FakeClock, db_url: str, tmp_path: Any
-) -> None:
+async def test_concurrent_upserts_report_each_discovered_service_once(graph: GraphService, second_graph: Any) -> None:
     """Two processes naming the same unknown services at once: each service is reported discovered once."""
     import asyncio
 
-    from muster.server import build_runtime, close_runtime
-    from tests.conftest import settings_for as make_settings
-
-    other = await build_runtime(make_settings(db_url, tmp_path / "discoverer"), clock=clock)
-    try:
-        for round_ in range(10):
-            edges = [(f"d{round_}-a", f"d{round_}-b"), (f"d{round_}-b", f"d{round_}-c")]
-            first, second = await asyncio.gather(
-                put_edges(graph, *edges), put_edges(other.contexts["graph"].service, *edges)
-            )
-            assert sorted(first.discovered + second.discovered) == [f"d{round_}-{x}" for x in "abc"]
-    finally:
-        await close_runtime(other)
+    for round_ in range(10):
+        edges = [(f"d{round_}-a", f"d{round_}-b"), (f"d{round_}-b", f"d{round_}-c")]
+        first, second = await asyncio.gather(put_edges(graph, *edges), put_edges(second_graph, *edges))
+        assert sorted(first.discovered + second.discovered) == [f"d{round_}-{x}" for x in "abc"]
 
 
 async def test_mark_stale_leaves_an_edge_observed_while_it_ran(graph: GraphService, engine_name: str) -> None:
