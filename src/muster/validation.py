@@ -8,7 +8,11 @@ from pydantic import BaseModel, ValidationError
 
 from muster.errors import Invalid
 
-__all__ = ["invalid_from", "parse"]
+__all__ = ["NO_CONTROL_CHARS", "invalid_from", "parse"]
+
+# Text that may hold anything printable: no control characters, NUL included, which PostgreSQL's text
+# cannot hold at all. Empty allowed; add min_length where a value is required.
+NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
 
 M = TypeVar("M", bound=BaseModel)
 

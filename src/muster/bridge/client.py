@@ -150,11 +150,7 @@ class BridgeClient:
 
         It takes messages up to ``max_message_bytes`` each way, as the worker does by default.
         """
-        options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ]
-        return cls(grpc.aio.insecure_channel(target, options=options))
+        return cls(grpc.aio.insecure_channel(target, options=values.message_size_options(max_message_bytes)))
 
     async def aclose(self) -> None:
         await self.channel.close()

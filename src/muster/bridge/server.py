@@ -275,11 +275,7 @@ class BridgeServer:
         self._sweep_interval_s = sweep_interval_s or max(0.05, min(30.0, service.store.idle_ttl_s / 4))
         # Beyond max_concurrent_rpcs calls in flight, gRPC answers RESOURCE_EXHAUSTED: this bounds
         # the tool thread pool's queue too.
-        options = [
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ]
+        options = [("grpc.so_reuseport", 0), *values.message_size_options(max_message_bytes)]
         self._server = grpc.aio.server(options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
         pb2_grpc.add_SnakepitBridgeServicer_to_server(BridgeServicer(service), self._server)
         self._sweeper: asyncio.Task[None] | None = None

@@ -142,9 +142,7 @@ class BridgeService:
                 loop = asyncio.get_running_loop()
                 call = functools.partial(method, **arguments)
                 return ToolOutcome(True, await loop.run_in_executor(self._executor, call))
-            except Exception as exc:  # a tool's failure is an answer, never a broken call
-                return ToolOutcome.failed(exc)
-            except BaseException as exc:  # SystemExit, KeyboardInterrupt, a CancelledError of the tool's own
+            except BaseException as exc:  # a tool's failure is an answer (SystemExit included), never a broken call
                 if _cancelled_from_outside(exc):
                     raise  # the call itself is being cancelled (client gone, shutdown)
                 return ToolOutcome.failed(exc)
@@ -165,9 +163,7 @@ class BridgeService:
             try:
                 async for item in self._iterate(info, method, arguments):
                     yield ToolOutcome(True, item)
-            except Exception as exc:  # the tool raised part-way: what it yielded is already sent
-                yield ToolOutcome.failed(exc)
-            except BaseException as exc:
+            except BaseException as exc:  # the tool raised part-way: what it yielded is already sent
                 if _cancelled_from_outside(exc):
                     raise
                 yield ToolOutcome.failed(exc)

@@ -104,6 +104,11 @@ def _read_floats(value: AnyValue) -> AnyValue:
 # BridgeClient take 64 MiB each way unless told otherwise (--max-message-mb).
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 
+
+def message_size_options(max_bytes: int) -> list[tuple[str, int]]:
+    """gRPC channel and server options for messages up to ``max_bytes`` each way."""
+    return [("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)]
+
 # Integers travel as JSON numbers that every side reads as a 64-bit integer.
 INT64_MIN: Final = -(1 << 63)
 INT64_MAX: Final = (1 << 63) - 1

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from muster.clock import isoformat
+from muster.validation import NO_CONTROL_CHARS
 
 __all__ = [
     "AlertRecord",
@@ -50,9 +51,9 @@ MAX_DISCOVER_LIMIT = 1000
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
 Cap = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
-# No control characters (NUL included, which PostgreSQL's text cannot hold) in any text a service gives.
-LabelValue = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
-ServiceId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# No control characters (NO_CONTROL_CHARS) in any text a service gives.
+LabelValue = Annotated[str, StringConstraints(max_length=500, pattern=NO_CONTROL_CHARS)]
+ServiceId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NO_CONTROL_CHARS)]
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^\s\x00-\x1f\x7f]+$", re.IGNORECASE)
 # The integer columns are 32-bit on both engines.
 MAX_INT32 = (1 << 31) - 1

@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from muster.clock import isoformat
 from muster.errors import FailedPrecondition
+from muster.validation import NO_CONTROL_CHARS
 
 __all__ = [
     "ALERT_TRANSITIONS",
@@ -71,10 +72,8 @@ MAX_SERVICE_ID: Final = 200
 ServiceId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_SERVICE_ID, pattern=SERVICE_ID_PATTERN)
 ]
-# Free text (team, protocol, who acknowledged, notes): no control characters, NUL included, which
-# PostgreSQL's text cannot hold at all.
-_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
-Text = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NO_CONTROL)]
+# Free text (team, protocol, who acknowledged): no control characters (NO_CONTROL_CHARS).
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_CHARS)]
 MAX_OFFSET: Final = 1 << 31
 # Notes may span lines: tab and line breaks pass, NUL and the other control characters do not.
 _NOTES = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$"
@@ -150,7 +149,7 @@ class DependencyInput(_Input):
     target_service_id: ServiceId
     communication_mode: CommunicationMode = "sync"
     criticality: EdgeCriticality = "hard"
-    protocol: Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=_NO_CONTROL)] | None = None
+    protocol: Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=NO_CONTROL_CHARS)] | None = None
     timeout_ms: int | None = Field(None, gt=0, le=86_400_000, strict=True)
     retry_config: dict[str, Any] | None = None
     discovery_source: DiscoverySource = "manual"

@@ -34,6 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from muster.clock import isoformat, parse_isoformat
 from muster.errors import Conflict, Expired, FailedPrecondition
+from muster.validation import NO_CONTROL_CHARS
 
 __all__ = [
     "DEFAULT_TTL_SEC",
@@ -112,7 +113,7 @@ FqName = Annotated[
     StringConstraints(min_length=1, max_length=500, pattern=r"^[^\s\x00-\x1f\x7f\p{Cf}]+$"),
     AfterValidator(_nfc),
 ]
-FilePath = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
+FilePath = Annotated[str, StringConstraints(max_length=1024, pattern=NO_CONTROL_CHARS)]
 PlanId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
 # Hex, either case; kept in lower case, so claiming ABCDEF1 after abcdef1 is the same commit.
 CommitSha = Annotated[
