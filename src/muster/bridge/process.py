@@ -26,7 +26,7 @@ from muster.bridge.session import SessionStore
 from muster.bridge.values import DEFAULT_MAX_MESSAGE_BYTES
 from muster.errors import Invalid
 
-__all__ = ["WorkerOptions", "load_adapter", "serve"]
+__all__ = ["WorkerOptions", "load_adapter", "parse_cpus", "pin_to_cpus", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class WorkerOptions:
     heartbeat_interval_s: int = 5
     registry_ttl_s: int = 15
     tags: dict[str, str] = field(default_factory=dict)
+    cpus: frozenset[int] | None = None  # run every thread of the worker on these CPUs only
 
 
 def load_adapter(path: str) -> type[Adapter]:
@@ -67,6 +68,41 @@ def load_adapter(path: str) -> type[Adapter]:
     if not isinstance(adapter, type):
         raise Invalid("adapter", f"module {module_name!r} has no class {class_name!r}")
     return adapter
+
+
+def parse_cpus(text: str) -> frozenset[int]:
+    """CPU numbers from a list such as ``0``, ``0,2`` or ``0-3,6`` (as taskset and cpusets write them)."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise Invalid("cpus", f"{text!r} is not a CPU list such as 0, 0,2 or 0-3")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise Invalid("cpus", f"range {part.strip()!r} runs backwards")
+        cpus.update(range(first, last + 1))
+    return frozenset(cpus)
+
+
+def pin_to_cpus(cpus: frozenset[int]) -> None:
+    """Run every thread of this process, and every thread it starts later, on ``cpus`` only.
+
+    On a small machine this takes the wake-ups between gRPC's own threads and the event
+    loop off other cores, which is most of a call's latency at low load; in exchange the
+    worker's throughput is bounded by those cores (see docs/bridge.md, "CPU pinning").
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        raise Invalid("cpus", "CPU pinning needs Linux (sched_setaffinity)")
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not cpus <= allowed:
+        raise Invalid(
+            "cpus", f"{sorted(cpus)} must be a non-empty subset of the CPUs this process may use, {sorted(allowed)}"
+        )
+    # sched_setaffinity acts on one thread: set it on each thread running now (gRPC starts some
+    # at import); threads started later inherit it from their creator.
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task), cpus)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -146,6 +182,8 @@ async def serve(options: WorkerOptions) -> int:
     """Serve until told to stop; the process exit code."""
     if options.supervised_by is not None:
         _die_with_parent(options.supervised_by)
+    if options.cpus is not None:
+        pin_to_cpus(options.cpus)
     adapter_class = load_adapter(options.adapter)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

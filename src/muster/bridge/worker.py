@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -62,8 +62,10 @@ class Worker:
         python: str = sys.executable,
         worker_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        cpus: Collection[int] | None = None,
     ) -> None:
         self.adapter = adapter_path(adapter)
+        self.cpus = sorted(set(cpus)) if cpus is not None else None
         self.session_id = session_id or f"session_{uuid.uuid4().hex[:12]}"
         self.host = host
         self.ready_timeout_s = ready_timeout_s
@@ -110,6 +112,7 @@ class Worker:
             self.adapter,
             "--supervised-by",
             str(os.getpid()),
+            *(["--cpus", ",".join(map(str, self.cpus))] if self.cpus is not None else []),
             *self.worker_args,
         ]
 
@@ -230,6 +233,8 @@ class WorkerPool:
 
     A worker that dies is replaced; sessions routed to it go to the replacement
     (their variables are lost with the process and start empty there).
+    ``pin_cpus=True`` runs each worker on a CPU of its own, in turn over the CPUs
+    this process may use (docs/bridge.md, "CPU pinning").
 
     ::
 
@@ -243,11 +248,18 @@ class WorkerPool:
         adapter: type[Adapter] | type | str,
         *,
         max_sessions: int = 100_000,
+        pin_cpus: bool = False,
         **worker_options: Any,
     ) -> None:
         if size < 1:
             raise Invalid("size", "a pool needs at least one worker")
+        if pin_cpus and "cpus" in worker_options:
+            raise Invalid("pin_cpus", "give either pin_cpus=True (one CPU per worker, in turn) or cpus, not both")
         self.size = size
+        # With pin_cpus, slot i's workers (a replacement too) run on the i-th usable CPU, round robin.
+        self._cpus = sorted(os.sched_getaffinity(0)) if pin_cpus and hasattr(os, "sched_getaffinity") else None
+        if pin_cpus and self._cpus is None:
+            raise Invalid("pin_cpus", "CPU pinning needs Linux (sched_setaffinity)")
         self.max_sessions = max_sessions
         self.adapter = adapter_path(adapter)
         self.worker_options = worker_options
@@ -286,7 +298,10 @@ class WorkerPool:
         await asyncio.gather(*(slot.worker.stop() for slot in self._slots if slot.worker is not None))
 
     async def _fill(self, slot: _Slot) -> None:
-        worker = Worker(self.adapter, **self.worker_options)
+        options = dict(self.worker_options)
+        if self._cpus is not None:
+            options["cpus"] = [self._cpus[slot.index % len(self._cpus)]]
+        worker = Worker(self.adapter, **options)
         await worker.start()
         slot.worker, slot.sessions = worker, set()
         slot.ready.set()

@@ -18,6 +18,7 @@ from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
 from muster.bridge import ToolFailed, Worker, WorkerPool, values
 from muster.bridge.client import BridgeClient
 from muster.bridge.examples import ExampleAdapter
+from muster.bridge.process import parse_cpus
 from muster.errors import ResourceExhausted, Unavailable
 
 SUPERVISOR = Path(__file__).with_name("supervisor_script.py")
@@ -195,3 +196,57 @@ def test_sigterm_does_not_wait_past_the_grace_for_a_running_sync_tool(tmp_path: 
         assert process.wait(timeout=30) == 0  # not 120 s
         assert call.exception(timeout=10) is not None
     process.stdout.close()
+
+
+def thread_cpus(pid: int) -> dict[int, set[int]]:
+    """The CPUs each thread of ``pid`` may run on (``Cpus_allowed_list`` of every task)."""
+    allowed: dict[int, set[int]] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        for line in Path(f"/proc/{pid}/task/{task}/status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                allowed[int(task)] = set(parse_cpus(line.split(":", 1)[1].strip()))
+    return allowed
+
+
+linux_only = pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
+
+
+@linux_only
+async def test_cli_cpus_pins_every_thread_of_the_worker() -> None:
+    """`--cpus N` puts every thread of the worker (gRPC's own too) on CPU N, and it still serves."""
+    cpu = max(os.sched_getaffinity(0))
+    async with Worker(ExampleAdapter, cpus=[cpu]) as worker:
+        assert await worker.ping("pinned") == "Pong: pinned"
+        threads = thread_cpus(worker.pid)
+        assert len(threads) > 1 and all(cpus == {cpu} for cpus in threads.values())
+
+
+@linux_only
+@pytest.mark.parametrize(("value", "message"), [("x", "argument --cpus: 'x' is not a CPU list"),
+                                                ("4096", "cpus: [4096] must be a non-empty subset")])  # fmt: skip
+def test_cli_refuses_a_bad_cpu_list(value: str, message: str) -> None:
+    """A malformed list, or CPUs this process may not use, exit 2 with a message naming --cpus."""
+    result = subprocess.run(
+        [sys.executable, "-m", "muster.bridge", "--port", "0", "--cpus", value],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+@linux_only
+async def test_pool_pin_cpus_gives_each_slot_its_cpu_also_after_a_restart() -> None:
+    """WorkerPool(pin_cpus=True): slot i runs on the i-th usable CPU, round robin, and so does its replacement."""
+    usable = sorted(os.sched_getaffinity(0))
+    async with WorkerPool(2, ExampleAdapter, pin_cpus=True) as pool:
+        for index, worker in enumerate(pool.workers):
+            assert all(cpus == {usable[index % len(usable)]} for cpus in thread_cpus(worker.pid).values())
+        first = (await pool.call("on-slot-0", "session_info"))["pid"]  # the first session goes to slot 0
+        assert first == pool.workers[0].pid
+        os.kill(first, signal.SIGKILL)
+        replacement = (await pool.call("on-slot-0", "session_info"))["pid"]  # waits for the replacement
+        assert replacement != first and pool.restarts == 1
+        assert all(cpus == {usable[0]} for cpus in thread_cpus(replacement).values())
