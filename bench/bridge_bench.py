@@ -5,6 +5,8 @@
 Measures, against one ``python -m muster.bridge`` worker (example adapter):
 
 * ``Ping`` latency at low load (one call in flight), p50/p90/p99;
+* the same Ping and ExecuteTool round again with the worker pinned to one CPU
+  (``--cpus``) and the bare server pinned alike (``pinned``);
 * ``ExecuteTool`` throughput of the ``echo`` (sync, run in a thread) and
   ``echo_async`` tools with 16 calls in flight, as a ratio to a bare grpc.aio
   unary server answering the same ``ExecuteTool`` request with the same
@@ -214,6 +216,36 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def pinned_round(ping_path: Path, frames: dict[str, tuple[Any, Path]], options: argparse.Namespace) -> dict[str, Any]:
+    """The same round with the worker on one CPU (``--cpus``) and the bare server pinned alike.
+
+    At one call in flight, most of a call's latency is waking threads on the other core; pinned,
+    the worker trades throughput (one core for gRPC's threads and the loop) for that latency.
+    """
+    cpu = str(options.pinned_cpu)
+    progress(f"pinned round: worker --cpus {cpu}, bare server on CPU {cpu}")
+    worker, worker_port = start_and_wait_ready(
+        [sys.executable, "-m", "muster.bridge", "--port", "0", "--adapter", ADAPTER, "--cpus", cpu]
+    )
+    bare, bare_port = start_and_wait_ready([sys.executable, __file__, "--bare-server", "--bare-cpus", cpu])
+    try:
+        check_answers(bare_port, frames["echo"][0], bare=True)
+        check_answers(worker_port, frames["echo"][0], bare=False)
+        measured = unary_round(worker, worker_port, bare, bare_port, ping_path, frames, options)
+    finally:
+        stop(worker)
+        stop(bare)
+    return {
+        "cpu": options.pinned_cpu,
+        "ping_p50_ms": {"worker": measured["ping"]["p50_ms"], "bare": measured["ping_bare"]["p50_ms"], "target": 0.3},
+        "ping_p99_ms": {"worker": measured["ping"]["p99_ms"], "bare": measured["ping_bare"]["p99_ms"]},
+        "execute_tool_rps": {"bare": measured["echo_bare"]["rps"], "echo": measured["execute_tool_echo"]["rps"],
+                             "echo_async": measured["execute_tool_echo_async"]["rps"]},
+        "execute_tool_echo_ratio": measured["execute_tool_echo"]["ratio_to_bare"],
+        "round": measured,
+    }  # fmt: skip
+
+
 def check_answers(port: int, frame_request: Any, bare: bool) -> None:
     """One real call with the Python stub: the frame h2load sends gets a successful answer."""
     import grpc
@@ -291,10 +323,20 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--watch-only", action="store_true", help="only the watch fan-out (no Ping/ExecuteTool rounds)")
     parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-cpus", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--pinned-cpu", type=int, default=max(os.sched_getaffinity(0)),
+        help="CPU for the pinned round (worker --cpus N, bare server pinned alike; default the last usable)",
+    )  # fmt: skip
+    parser.add_argument("--no-pinned", action="store_true", help="skip the pinned round")
     parser.add_argument("--receivers", type=int, default=4, help="watch receiver processes (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="unary rounds, bare and worker back to back (default 3)")
     options = parser.parse_args()
     if options.bare_server:
+        if options.bare_cpus:
+            from muster.bridge.process import parse_cpus, pin_to_cpus
+
+            pin_to_cpus(parse_cpus(options.bare_cpus))
         asyncio.run(bare_server())
         return 0
     if shutil.which("h2load") is None:
@@ -339,6 +381,8 @@ def main() -> int:
         results["unary_rounds"] = rounds
         if rounds:
             results["unary_summary"] = summarise(rounds)
+        if rounds and not options.no_pinned:
+            results["pinned"] = pinned_round(ping_path, frames, options)
 
         if not node_available():
             progress("node not found: skipping the watch fan-out (its receivers are Node.js processes)")
