@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from muster.errors import NotFound
+
 __all__ = [
+    "BEAT_OUTCOMES",
     "GRPC_LATENCY",
     "GRPC_REQUESTS",
     "HEARTBEATS",
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
     "MONITOR_SWEEPS",
+    "beat_outcome",
+    "heartbeat_counters",
     "render_metrics",
 ]
 
@@ -35,7 +41,24 @@ HTTP_LATENCY = Histogram(
 )
 GRPC_REQUESTS = Counter("muster_grpc_requests_total", "gRPC calls by method and status code", ["rpc", "code"])
 GRPC_LATENCY = Histogram("muster_grpc_request_duration_seconds", "gRPC call latency", ["rpc"], buckets=_BUCKETS)
-HEARTBEATS = Counter("muster_heartbeats_received_total", "Heartbeats received", ["door"])
+HEARTBEATS = Counter(
+    "muster_heartbeats_received_total",
+    "Heartbeats received, by outcome: accepted, unknown (the service must register again) or refused",
+    ["door", "outcome"],
+)
+BEAT_OUTCOMES = ("accepted", "unknown", "refused")
+
+
+def heartbeat_counters(door: str) -> dict[str, Any]:
+    """The door's heartbeat counter per outcome, bound once (``labels`` costs a lookup per call)."""
+    return {outcome: HEARTBEATS.labels(door=door, outcome=outcome) for outcome in BEAT_OUTCOMES}
+
+
+def beat_outcome(error: BaseException | None) -> str:
+    """How a heartbeat ended, for ``HEARTBEATS``."""
+    if error is None:
+        return "accepted"
+    return "unknown" if isinstance(error, NotFound) else "refused"
 MONITOR_SWEEPS = Counter("muster_monitor_sweeps_total", "Heartbeat monitor sweeps", ["outcome"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from muster.catalog.model import (
 from muster.catalog.service import BeatAck, CatalogService
 from muster.errors import Invalid, MusterError, NotFound
 from muster.grpc.common import from_timestamp, present_fields, streaming, timestamp, unary
-from muster.observability import HEARTBEATS
+from muster.observability import GRPC_LATENCY, beat_outcome, heartbeat_counters
 from muster.validation import parse
 
 __all__ = ["MAX_BEATS_PER_BATCH", "CatalogServicer", "service_message"]
@@ -80,7 +81,9 @@ def _ack(ack: BeatAck) -> pb.HeartbeatReply:
 class CatalogServicer(pb_grpc.CatalogServicer):
     def __init__(self, catalog: CatalogService) -> None:
         self.catalog = catalog
-        self._beats = HEARTBEATS.labels(door="grpc")
+        self._beats = heartbeat_counters("grpc")
+        # A stream has no per-call latency; each message (a batch of beats) is timed instead.
+        self._batch_latency = GRPC_LATENCY.labels(rpc="Catalog/HeartbeatStream")
 
     @unary("Catalog/Register")
     async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterReply:
@@ -99,23 +102,30 @@ class CatalogServicer(pb_grpc.CatalogServicer):
 
     @unary("Catalog/Heartbeat")
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatReply:
-        self._beats.inc()
-        return _ack(await self.catalog.heartbeat(_beat_input(request)))
+        try:
+            ack = await self.catalog.heartbeat(_beat_input(request))
+        except MusterError as exc:
+            self._beats[beat_outcome(exc)].inc()
+            raise
+        self._beats["accepted"].inc()
+        return _ack(ack)
 
     @streaming("Catalog/HeartbeatStream")
     async def HeartbeatStream(
         self, request_iterator: AsyncIterator[pb.HeartbeatBatch], context: Any
     ) -> AsyncIterator[pb.HeartbeatBatchReply]:
-        catalog, beats = self.catalog, self._beats
+        catalog, beats, latency = self.catalog, self._beats, self._batch_latency
         async for batch in request_iterator:
+            started = time.perf_counter()
             if not 1 <= len(batch.beats) <= MAX_BEATS_PER_BATCH:
                 raise Invalid("beats", f"1 to {MAX_BEATS_PER_BATCH} beats per message")
-            beats.inc(len(batch.beats))
-            replies = []
+            replies, accepted = [], 0
             for request in batch.beats:
                 try:
                     replies.append(_ack(await catalog.heartbeat(_beat_input(request))))
+                    accepted += 1
                 except MusterError as exc:  # one bad beat must not end a stream that carries many
+                    beats[beat_outcome(exc)].inc()
                     replies.append(
                         pb.HeartbeatReply(
                             service_id=request.service_id,
@@ -125,6 +135,8 @@ class CatalogServicer(pb_grpc.CatalogServicer):
                             error_field=exc.field or "",
                         )
                     )
+            beats["accepted"].inc(accepted)
+            latency.observe(time.perf_counter() - started)
             yield pb.HeartbeatBatchReply(replies=replies)
 
     @unary("Catalog/Discover")

@@ -19,9 +19,9 @@ from muster.catalog.model import (
     RegisterInput,
 )
 from muster.catalog.service import CatalogService
-from muster.errors import Invalid
+from muster.errors import Invalid, MusterError
 from muster.http.responses import JSON
-from muster.observability import HEARTBEATS
+from muster.observability import beat_outcome, heartbeat_counters
 from muster.validation import invalid_from, parse
 
 __all__ = ["router"]
@@ -37,7 +37,7 @@ def router(catalog: CatalogService) -> APIRouter:
     async def register(body: RegisterInput) -> Response:
         return JSON((await catalog.register(body)).to_dict())
 
-    beats = HEARTBEATS.labels(door="http")
+    beats = heartbeat_counters("http")
 
     # The hottest route: the body is validated straight from JSON bytes by
     # pydantic (same model, same errors) instead of FastAPI's generic body path.
@@ -52,12 +52,17 @@ def router(catalog: CatalogService) -> APIRouter:
         },
     )
     async def heartbeat(request: Request) -> Response:
-        beats.inc()
         try:
-            body = HeartbeatInput.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise invalid_from(exc) from None
-        return JSON((await catalog.heartbeat(body)).to_dict())
+            try:
+                body = HeartbeatInput.model_validate_json(await request.body())
+            except ValidationError as exc:
+                raise invalid_from(exc) from None
+            ack = await catalog.heartbeat(body)
+        except MusterError as exc:
+            beats[beat_outcome(exc)].inc()
+            raise
+        beats["accepted"].inc()
+        return JSON(ack.to_dict())
 
     @api.get("/discover", summary="Find live services, best first (lowest load, then p95)")
     async def discover(

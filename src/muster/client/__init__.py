@@ -172,6 +172,8 @@ class MusterClient:
     async def alerts(self, *, limit: int = 100, since: datetime | None = None) -> list[AlertRecord]:
         if not 1 <= limit <= 1000:
             raise Invalid("limit", "must be between 1 and 1000")
+        if since is not None and since.utcoffset() is None:  # as the HTTP door rules; gRPC would guess
+            raise Invalid("since", "must carry a UTC offset, e.g. datetime(2026, 1, 1, tzinfo=UTC)")
         return await self._check_open().alerts(limit, since)
 
     # -- events -------------------------------------------------------------------------

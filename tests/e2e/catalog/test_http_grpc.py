@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -148,6 +149,10 @@ async def test_client_over_both_transports(shared_server: ServerProcess, transpo
         with pytest.raises(Invalid) as caught:
             await client.discover(limit=5000)
         assert caught.value.field == "limit"
+        with pytest.raises(Invalid) as caught:  # a naive time is ambiguous on either door
+            await client.alerts(since=datetime(2026, 1, 1))
+        assert caught.value.field == "since"
+        await client.alerts(since=datetime(2026, 1, 1, tzinfo=UTC))
         await client.deregister(reply.service_id)
         with pytest.raises(NotFound):
             await client.heartbeat(reply.service_id)
@@ -208,11 +213,55 @@ def test_metrics_cover_both_doors(shared_server: ServerProcess) -> None:
         'muster_http_requests_total{method="PUT",route="/heartbeat",status="404"}',
         "muster_http_request_duration_seconds_bucket",
         "muster_grpc_request_duration_seconds_bucket",
-        'muster_heartbeats_received_total{door="http"}',
+        'muster_heartbeats_received_total{door="http",outcome="unknown"}',
         'muster_monitor_sweeps_total{outcome="ok"}',
         'muster_services{status="ok"}',
     ):
         assert needle in text, needle
+
+
+def beat_counts(http_url: str) -> dict[tuple[str, str], float]:
+    """``muster_heartbeats_received_total`` by (door, outcome), from /metrics."""
+    counts: dict[tuple[str, str], float] = {}
+    for line in httpx.get(f"{http_url}/metrics").text.splitlines():
+        if line.startswith("muster_heartbeats_received_total{"):
+            labels, value = line.split("{", 1)[1].rsplit("} ", 1)
+            fields = dict(part.split("=", 1) for part in labels.split(","))
+            counts[(fields["door"].strip('"'), fields["outcome"].strip('"'))] = float(value)
+    return counts
+
+
+def test_heartbeats_are_counted_by_outcome_on_both_doors(shared_server: ServerProcess) -> None:
+    """A beat counts as accepted, unknown (register again) or refused (invalid), on each door and in a stream."""
+    registered = httpx.post(
+        f"{shared_server.http_url}/register", json={"name": "beat-metrics", "type": "agent", "url": "http://h:1"}
+    ).json()["service_id"]
+    before = beat_counts(shared_server.http_url)
+    bodies = ({"service_id": registered}, {"service_id": "never-registered"}, {"service_id": registered, "load": -1})
+    for body in bodies:
+        httpx.put(f"{shared_server.http_url}/heartbeat", json=body)
+    with grpc.insecure_channel(shared_server.grpc_target) as channel:
+        stub = pb_grpc.CatalogStub(channel)
+        stub.Heartbeat(pb.HeartbeatRequest(service_id=registered))
+        beats = [
+            pb.HeartbeatRequest(service_id=registered),
+            pb.HeartbeatRequest(service_id=registered),
+            pb.HeartbeatRequest(service_id="never-registered"),
+            pb.HeartbeatRequest(service_id=registered, status="sideways"),
+        ]
+        list(stub.HeartbeatStream(iter([pb.HeartbeatBatch(beats=beats)])))
+    after = beat_counts(shared_server.http_url)
+    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    assert {key: value for key, value in delta.items() if value} == {
+        ("http", "accepted"): 1,
+        ("http", "unknown"): 1,
+        ("http", "refused"): 1,
+        ("grpc", "accepted"): 3,
+        ("grpc", "unknown"): 1,
+        ("grpc", "refused"): 1,
+    }
+    timed = 'muster_grpc_request_duration_seconds_count{rpc="Catalog/HeartbeatStream"}'
+    assert any(line.startswith(timed) for line in httpx.get(f"{shared_server.http_url}/metrics").text.splitlines())
 
 
 def test_responses_carry_a_request_id(shared_server: ServerProcess) -> None:
