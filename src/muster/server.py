@@ -189,7 +189,8 @@ async def serve_doors(
         if http_task is not None:
             drains.append(http_task)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*drains, return_exceptions=True), settings.shutdown_grace + 5)
+            async with asyncio.timeout(settings.shutdown_grace + 5):
+                await asyncio.gather(*drains, return_exceptions=True)
         child_failed = child is not None and child.poll() is not None
         if child is not None:
             if child_watch is not None:
@@ -308,7 +309,8 @@ async def _stop_child(child: subprocess.Popen[bytes], grace: float) -> int:
         child.send_signal(signal.SIGTERM)
     loop = asyncio.get_running_loop()
     try:
-        return await asyncio.wait_for(loop.run_in_executor(None, child.wait), grace + 5)
+        async with asyncio.timeout(grace + 5):
+            return await loop.run_in_executor(None, child.wait)
     except TimeoutError:
         child.kill()
         return await loop.run_in_executor(None, child.wait)

@@ -68,3 +68,21 @@ async def test_hub_applies_other_writers_events_that_land_during_a_local_write(
         await hub.close()
         await here.close()
         await there.close()
+
+
+async def test_close_stops_the_hub_even_when_a_wake_up_lands_with_the_cancellation(db_url: str) -> None:
+    """A wake-up (a NOTIFY, a waiter) in the same loop turn as close() must not keep the hub running.
+
+    Python 3.11's ``asyncio.wait_for`` returns normally when the awaited thing finishes in the same
+    turn as the cancellation (CPython gh-86296): the hub then kept polling and close() never returned.
+    """
+    store = Store(db_url)
+    hub = EventHub(store, poll_interval=3600)
+    await hub.start()
+    try:
+        await asyncio.sleep(0.05)  # the hub now waits for a wake-up or its next poll
+        hub._wake.set()  # what a NOTIFY or advance_to() does
+        async with asyncio.timeout(10):
+            await hub.close()
+    finally:
+        await store.close()

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from muster._tasks import cancel_and_wait
 from muster.bridge.adapter import Adapter
 from muster.bridge.server import TOOL_THREAD_PREFIX, BridgeServer, make_executor
 from muster.bridge.service import BridgeService
@@ -214,9 +215,7 @@ async def serve(options: WorkerOptions) -> int:
     finally:
         logger.info("stopping")
         if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait(watcher)
         await server.stop(options.stop_grace_s)
         executor.shutdown(wait=False, cancel_futures=True)
         _exit_past_busy_tool_threads()

@@ -10,7 +10,6 @@ here answers INTERNAL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator
@@ -20,6 +19,7 @@ import grpc
 
 from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
 from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
+from muster._tasks import cancel_and_wait
 from muster.bridge import messages, values
 from muster.bridge.service import BridgeService
 from muster.bridge.session import VariableEvent
@@ -306,9 +306,7 @@ class BridgeServer:
     async def stop(self, grace_s: float = 5.0) -> None:
         """End watch streams and sessions, let calls in flight finish for ``grace_s``, then stop."""
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait(self._sweeper)
         self.service.close()
         await self._server.stop(grace_s)
 

@@ -21,6 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from muster._tasks import cancel_and_wait
 from muster.bridge.adapter import Adapter
 from muster.bridge.client import BridgeClient, ToolFailed
 from muster.bridge.process import READY_PREFIX
@@ -127,7 +128,8 @@ class Worker:
             env=self.env,
         )
         try:
-            self.port = await asyncio.wait_for(self._read_ready(), self.ready_timeout_s)
+            async with asyncio.timeout(self.ready_timeout_s):
+                self.port = await self._read_ready()
             self._drain = asyncio.create_task(self._drain_stdout(), name=f"bridge-worker-{self.pid}-stdout")
             self._client = BridgeClient.connect(self.target)
             await self._client.initialize_session(self.session_id)
@@ -172,7 +174,8 @@ class Worker:
         if self._client is not None:
             if self._process.returncode is None:
                 with contextlib.suppress(Exception):  # a dying worker cannot refuse its own cleanup
-                    await asyncio.wait_for(self._client.cleanup_session(self.session_id), self.stop_grace_s)
+                    async with asyncio.timeout(self.stop_grace_s):
+                        await self._client.cleanup_session(self.session_id)
             await self._client.aclose()
         await self._terminate()
 
@@ -182,7 +185,8 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), self.stop_grace_s)
+                async with asyncio.timeout(self.stop_grace_s):
+                    await process.wait()
             except TimeoutError:
                 logger.warning("worker %d ignored SIGTERM for %ss: killing it", process.pid, self.stop_grace_s)
                 with contextlib.suppress(ProcessLookupError):
@@ -191,9 +195,7 @@ class Worker:
         if process.stdin is not None:
             process.stdin.close()
         if self._drain is not None:
-            self._drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drain
+            await cancel_and_wait(self._drain)
 
     def _require_process(self) -> asyncio.subprocess.Process:
         if self._process is None:
@@ -292,9 +294,7 @@ class WorkerPool:
         self._closing = True
         for slot in self._slots:
             if slot.monitor is not None:
-                slot.monitor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await slot.monitor
+                await cancel_and_wait(slot.monitor)
         await asyncio.gather(*(slot.worker.stop() for slot in self._slots if slot.worker is not None))
 
     async def _fill(self, slot: _Slot) -> None:
@@ -376,7 +376,8 @@ class WorkerPool:
             if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
                 raise
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.wait(), worker.stop_grace_s)
+                async with asyncio.timeout(worker.stop_grace_s):
+                    await worker.wait()
             if worker.returncode is None:
                 raise  # the worker is alive: the failure was something else
             worker = await self.worker_for(session_id)

@@ -12,11 +12,11 @@ sink follows those events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 import structlog
 
+from muster._tasks import cancel_and_wait
 from muster.catalog import store as q
 from muster.catalog.model import ServiceRecord, Verdict, judge
 from muster.catalog.service import CatalogService
@@ -52,9 +52,7 @@ class HeartbeatMonitor:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         was_leader = False

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from muster._tasks import cancel_and_wait
 from muster.catalog import store as q
 from muster.catalog.index import CatalogIndex
 from muster.catalog.model import (
@@ -122,9 +123,7 @@ class CatalogService:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         with contextlib.suppress(Exception):
             await self.flush()
 

@@ -21,6 +21,7 @@ from typing import Any, Self
 
 import structlog
 
+from muster._tasks import cancel_and_wait
 from muster.catalog.model import (
     AlertRecord,
     DeregisterInput,
@@ -290,9 +291,7 @@ class KeepAlive:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self.service_id is not None:
             with contextlib.suppress(MusterError, RuntimeError):
                 await self.client.deregister(self.service_id)

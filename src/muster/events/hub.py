@@ -28,6 +28,7 @@ import orjson
 import structlog
 from sqlalchemy import func, select
 
+from muster._tasks import cancel_and_wait
 from muster.errors import Pruned, ResourceExhausted
 from muster.store.engine import Store
 from muster.store.schema import events
@@ -166,9 +167,7 @@ class EventHub:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._notify_check is not None:
             self._notify_check.cancel()
         await self._drop_listener()
@@ -213,8 +212,11 @@ class EventHub:
         last_read = loop.time()
         while True:
             woken = False
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when the wake-up
+            # lands in the same loop turn as a cancellation (CPython gh-86296), and close() then hung.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=poll)
+                async with asyncio.timeout(poll):
+                    await self._wake.wait()
                 woken = True
             self._wake.clear()
             if not woken and self.store.write_in_flight and loop.time() - last_read < _MAX_POLL_SKIP_S:

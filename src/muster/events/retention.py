@@ -12,12 +12,12 @@ the log itself and appends no event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 import structlog
 from sqlalchemy import delete, func, select
 
+from muster._tasks import cancel_and_wait
 from muster.store.engine import Store, Tx
 from muster.store.leader import Leadership
 from muster.store.schema import events
@@ -80,9 +80,7 @@ class EventPruner:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -12,12 +12,12 @@ alerts themselves stay in the catalog's alert table).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import orjson
 import structlog
 
+from muster._tasks import cancel_and_wait
 from muster.catalog import store as q
 from muster.events.hub import EventHub, WatchFilter
 from muster.store.engine import Tx
@@ -46,9 +46,7 @@ class AlertFileSink:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
+from muster._tasks import cancel_and_wait
 from muster.clock import Clock, isoformat
 from muster.errors import Conflict, Invalid, NotFound
 from muster.events.hub import Event, EventHub, WatchFilter
@@ -127,9 +128,7 @@ class LeasesService:
 
     async def close(self) -> None:
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait(self._sweeper)
             self._sweeper = None
         if self._batcher is not None:
             with contextlib.suppress(Exception):

@@ -44,6 +44,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from muster._tasks import cancel_and_wait
 from muster.clock import Clock, SystemClock
 from muster.errors import Invalid, Unavailable
 from muster.store.schema import events
@@ -245,9 +246,7 @@ class Store:
     async def close(self) -> None:
         self._closed = True
         if self._writer_task is not None:
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
+            await cancel_and_wait(self._writer_task)
             self._writer_task = None
         await self.read_engine.dispose()
         if self.write_engine is not self.read_engine:

@@ -1,0 +1,48 @@
+"""Stopping a background task: its own cancellation is dropped, the caller's is kept."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from muster._tasks import cancel_and_wait
+
+
+async def test_the_tasks_own_cancellation_is_dropped() -> None:
+    """A running task is cancelled, awaited, and its CancelledError does not reach the caller."""
+    task = asyncio.create_task(asyncio.sleep(3600))
+    await asyncio.sleep(0)
+    await cancel_and_wait(task)
+    assert task.cancelled()
+    await cancel_and_wait(None)  # nothing to stop
+
+
+async def test_an_error_the_task_ended_with_is_raised() -> None:
+    """A task that failed on its own reports its error (only CancelledError is expected)."""
+
+    async def fails() -> None:
+        raise ValueError("broken")
+
+    task = asyncio.create_task(fails())
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="broken"):
+        await cancel_and_wait(task)
+
+
+async def test_the_callers_own_cancellation_is_not_absorbed() -> None:
+    """A deadline around a close() that waits on a slow task still fires (suppress() would absorb it)."""
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.shield(asyncio.sleep(0.2))  # takes a while to wind down
+
+    task = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await cancel_and_wait(task)
+    await asyncio.sleep(0.3)
+    assert task.done()
