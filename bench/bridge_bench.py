@@ -227,14 +227,16 @@ def pinned_round(ping_path: Path, frames: dict[str, tuple[Any, Path]], options: 
     worker, worker_port = start_and_wait_ready(
         [sys.executable, "-m", "muster.bridge", "--port", "0", "--adapter", ADAPTER, "--cpus", cpu]
     )
-    bare, bare_port = start_and_wait_ready([sys.executable, __file__, "--bare-server", "--bare-cpus", cpu])
     try:
-        check_answers(bare_port, frames["echo"][0], bare=True)
-        check_answers(worker_port, frames["echo"][0], bare=False)
-        measured = unary_round(worker, worker_port, bare, bare_port, ping_path, frames, options)
+        bare, bare_port = start_and_wait_ready([sys.executable, __file__, "--bare-server", "--bare-cpus", cpu])
+        try:
+            check_answers(bare_port, frames["echo"][0], bare=True)
+            check_answers(worker_port, frames["echo"][0], bare=False)
+            measured = unary_round(worker, worker_port, bare, bare_port, ping_path, frames, options)
+        finally:
+            stop(bare)
     finally:
         stop(worker)
-        stop(bare)
     return {
         "cpu": options.pinned_cpu,
         "ping_p50_ms": {"worker": measured["ping"]["p50_ms"], "bare": measured["ping_bare"]["p50_ms"], "target": 0.3},
@@ -325,7 +327,7 @@ def main() -> int:
     parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bare-cpus", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--pinned-cpu", type=int, default=max(os.sched_getaffinity(0)),
+        "--pinned-cpu", type=int,
         help="CPU for the pinned round (worker --cpus N, bare server pinned alike; default the last usable)",
     )  # fmt: skip
     parser.add_argument("--no-pinned", action="store_true", help="skip the pinned round")
@@ -381,7 +383,9 @@ def main() -> int:
         results["unary_rounds"] = rounds
         if rounds:
             results["unary_summary"] = summarise(rounds)
-        if rounds and not options.no_pinned:
+        if rounds and not options.no_pinned and hasattr(os, "sched_getaffinity"):
+            if options.pinned_cpu is None:
+                options.pinned_cpu = max(os.sched_getaffinity(0))
             results["pinned"] = pinned_round(ping_path, frames, options)
 
         if not node_available():

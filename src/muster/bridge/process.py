@@ -12,11 +12,12 @@ import ctypes
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from muster._tasks import cancel_and_wait
@@ -27,7 +28,7 @@ from muster.bridge.session import SessionStore
 from muster.bridge.values import DEFAULT_MAX_MESSAGE_BYTES
 from muster.errors import Invalid
 
-__all__ = ["WorkerOptions", "load_adapter", "parse_cpus", "pin_to_cpus", "serve"]
+__all__ = ["MAX_CPU", "WorkerOptions", "check_cpus", "load_adapter", "parse_cpus", "pin_to_cpus", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,39 +72,58 @@ def load_adapter(path: str) -> type[Adapter]:
     return adapter
 
 
+# Linux numbers CPUs below its NR_CPUS, at most 8192; a larger number is a typo, not a CPU.
+MAX_CPU = 8191
+_CPU_RANGE = re.compile(r"(\d+)(?:-(\d+))?", re.ASCII)
+
+
 def parse_cpus(text: str) -> frozenset[int]:
     """CPU numbers from a list such as ``0``, ``0,2`` or ``0-3,6`` (as taskset and cpusets write them)."""
     cpus: set[int] = set()
     for part in text.split(","):
-        low, dash, high = part.strip().partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
+        match = _CPU_RANGE.fullmatch(part.strip())
+        if match is None:
             raise Invalid("cpus", f"{text!r} is not a CPU list such as 0, 0,2 or 0-3")
-        first, last = int(low), int(high) if dash else int(low)
+        first = int(match[1])
+        last = first if match[2] is None else int(match[2])
         if last < first:
             raise Invalid("cpus", f"range {part.strip()!r} runs backwards")
+        if last > MAX_CPU:
+            raise Invalid("cpus", f"CPU {last} is beyond {MAX_CPU}, the largest CPU number Linux has")
         cpus.update(range(first, last + 1))
     return frozenset(cpus)
 
 
-def pin_to_cpus(cpus: frozenset[int]) -> None:
+def check_cpus(cpus: Iterable[int]) -> frozenset[int]:
+    """``cpus`` as a set, if it is a non-empty subset of the CPUs this process may use; else ``Invalid``."""
+    if not hasattr(os, "sched_getaffinity"):
+        raise Invalid("cpus", "CPU pinning needs Linux (sched_setaffinity)")
+    chosen = frozenset(cpus)
+    allowed = os.sched_getaffinity(0)
+    if not chosen or not chosen <= allowed:
+        raise Invalid(
+            "cpus", f"{sorted(chosen)} must be a non-empty subset of the CPUs this process may use, {sorted(allowed)}"
+        )
+    return chosen
+
+
+def pin_to_cpus(cpus: Iterable[int]) -> None:
     """Run every thread of this process, and every thread it starts later, on ``cpus`` only.
 
     On a small machine this takes the wake-ups between gRPC's own threads and the event
     loop off other cores, which is most of a call's latency at low load; in exchange the
     worker's throughput is bounded by those cores (see docs/bridge.md, "CPU pinning").
     """
-    if not hasattr(os, "sched_setaffinity"):
-        raise Invalid("cpus", "CPU pinning needs Linux (sched_setaffinity)")
-    allowed = os.sched_getaffinity(0)
-    if not cpus or not cpus <= allowed:
-        raise Invalid(
-            "cpus", f"{sorted(cpus)} must be a non-empty subset of the CPUs this process may use, {sorted(allowed)}"
-        )
-    # sched_setaffinity acts on one thread: set it on each thread running now (gRPC starts some
-    # at import); threads started later inherit it from their creator.
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-            os.sched_setaffinity(int(task), cpus)
+    chosen = check_cpus(cpus)
+    # sched_setaffinity acts on one thread, and a thread inherits its creator's mask when it
+    # starts. Threads may already run (a library may start some) and start others meanwhile,
+    # so go over the list again until a pass finds none left to pin.
+    pinned: set[int] = set()
+    while fresh := {int(task) for task in os.listdir("/proc/self/task")} - pinned:
+        for task in fresh:
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(task, chosen)
+        pinned |= fresh
 
 
 def _die_with_parent(parent_pid: int) -> None:

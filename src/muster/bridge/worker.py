@@ -24,7 +24,7 @@ from typing import Any, Self
 from muster._tasks import cancel_and_wait
 from muster.bridge.adapter import Adapter
 from muster.bridge.client import BridgeClient, ToolFailed
-from muster.bridge.process import READY_PREFIX
+from muster.bridge.process import READY_PREFIX, check_cpus
 from muster.errors import FailedPrecondition, Invalid, MusterError, ResourceExhausted, Unavailable
 
 __all__ = ["ToolFailed", "Worker", "WorkerPool", "adapter_path"]
@@ -66,7 +66,7 @@ class Worker:
         cpus: Collection[int] | None = None,
     ) -> None:
         self.adapter = adapter_path(adapter)
-        self.cpus = sorted(set(cpus)) if cpus is not None else None
+        self.cpus = sorted(check_cpus(cpus)) if cpus is not None else None
         self.session_id = session_id or f"session_{uuid.uuid4().hex[:12]}"
         self.host = host
         self.ready_timeout_s = ready_timeout_s
@@ -259,9 +259,11 @@ class WorkerPool:
             raise Invalid("pin_cpus", "give either pin_cpus=True (one CPU per worker, in turn) or cpus, not both")
         self.size = size
         # With pin_cpus, slot i's workers (a replacement too) run on the i-th usable CPU, round robin.
-        self._cpus = sorted(os.sched_getaffinity(0)) if pin_cpus and hasattr(os, "sched_getaffinity") else None
-        if pin_cpus and self._cpus is None:
-            raise Invalid("pin_cpus", "CPU pinning needs Linux (sched_setaffinity)")
+        self._cpus: list[int] | None = None
+        if pin_cpus:
+            if not hasattr(os, "sched_getaffinity"):
+                raise Invalid("pin_cpus", "CPU pinning needs Linux (sched_setaffinity)")
+            self._cpus = sorted(os.sched_getaffinity(0))
         self.max_sessions = max_sessions
         self.adapter = adapter_path(adapter)
         self.worker_options = worker_options

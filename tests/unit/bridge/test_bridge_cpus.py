@@ -21,7 +21,9 @@ def test_cpu_lists_are_read_as_taskset_writes_them(text: str, cpus: set[int]) ->
 
 @pytest.mark.parametrize(("text", "rule"), [("", "is not a CPU list"), ("a", "is not a CPU list"),
                                             ("1-", "is not a CPU list"), ("-1", "is not a CPU list"),
-                                            ("3-1", "runs backwards")])  # fmt: skip
+                                            ("0,,1", "is not a CPU list"), ("\u00b2", "is not a CPU list"),
+                                            ("\u0663-\u0664", "is not a CPU list"), ("3-1", "runs backwards"),
+                                            ("0-99999999", "beyond 8191"), ("8192", "beyond 8191")])  # fmt: skip
 def test_a_malformed_cpu_list_names_the_field_and_the_rule(text: str, rule: str) -> None:
     """Anything else is refused as Invalid on the field ``cpus``."""
     with pytest.raises(Invalid) as caught:
@@ -47,3 +49,15 @@ def test_a_pool_takes_pin_cpus_or_cpus_not_both() -> None:
     with pytest.raises(Invalid) as caught:
         WorkerPool(2, ExampleAdapter, pin_cpus=True, cpus=[0])
     assert caught.value.field == "pin_cpus"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
+@pytest.mark.parametrize("cpus", [[], [4096]])
+def test_a_worker_refuses_cpus_it_could_not_run_on_before_starting(cpus: list[int]) -> None:
+    """Worker(cpus=...) checks the list when it is made: Invalid on cpus, no process started."""
+    from muster.bridge import Worker
+    from muster.bridge.examples import ExampleAdapter
+
+    with pytest.raises(Invalid) as caught:
+        Worker(ExampleAdapter, cpus=cpus)
+    assert caught.value.field == "cpus"
