@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from muster.errors import NotFound
+from muster.errors import Invalid, NotFound
 
 __all__ = [
     "BEAT_OUTCOMES",
@@ -43,10 +43,11 @@ GRPC_REQUESTS = Counter("muster_grpc_requests_total", "gRPC calls by method and 
 GRPC_LATENCY = Histogram("muster_grpc_request_duration_seconds", "gRPC call latency", ["rpc"], buckets=_BUCKETS)
 HEARTBEATS = Counter(
     "muster_heartbeats_received_total",
-    "Heartbeats received, by outcome: accepted, unknown (the service must register again) or refused",
+    "Heartbeats received, by outcome: accepted, unknown (the service must register again),"
+    " refused (invalid) or error (the server could not take it, e.g. the store is unavailable)",
     ["door", "outcome"],
 )
-BEAT_OUTCOMES = ("accepted", "unknown", "refused")
+BEAT_OUTCOMES = ("accepted", "unknown", "refused", "error")
 
 
 def heartbeat_counters(door: str) -> dict[str, Any]:
@@ -58,7 +59,9 @@ def beat_outcome(error: BaseException | None) -> str:
     """How a heartbeat ended, for ``HEARTBEATS``."""
     if error is None:
         return "accepted"
-    return "unknown" if isinstance(error, NotFound) else "refused"
+    if isinstance(error, NotFound):
+        return "unknown"
+    return "refused" if isinstance(error, Invalid) else "error"
 MONITOR_SWEEPS = Counter("muster_monitor_sweeps_total", "Heartbeat monitor sweeps", ["outcome"])
 
 

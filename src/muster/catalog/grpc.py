@@ -104,7 +104,7 @@ class CatalogServicer(pb_grpc.CatalogServicer):
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatReply:
         try:
             ack = await self.catalog.heartbeat(_beat_input(request))
-        except MusterError as exc:
+        except Exception as exc:
             self._beats[beat_outcome(exc)].inc()
             raise
         self._beats["accepted"].inc()
@@ -120,22 +120,27 @@ class CatalogServicer(pb_grpc.CatalogServicer):
             if not 1 <= len(batch.beats) <= MAX_BEATS_PER_BATCH:
                 raise Invalid("beats", f"1 to {MAX_BEATS_PER_BATCH} beats per message")
             replies, accepted = [], 0
-            for request in batch.beats:
-                try:
-                    replies.append(_ack(await catalog.heartbeat(_beat_input(request))))
-                    accepted += 1
-                except MusterError as exc:  # one bad beat must not end a stream that carries many
-                    beats[beat_outcome(exc)].inc()
-                    replies.append(
-                        pb.HeartbeatReply(
-                            service_id=request.service_id,
-                            found=not isinstance(exc, NotFound),  # only "unknown" means register again
-                            error=exc.message,
-                            error_code=exc.code,
-                            error_field=exc.field or "",
+            try:
+                for request in batch.beats:
+                    try:
+                        replies.append(_ack(await catalog.heartbeat(_beat_input(request))))
+                        accepted += 1
+                    except MusterError as exc:  # one bad beat must not end a stream that carries many
+                        beats[beat_outcome(exc)].inc()
+                        replies.append(
+                            pb.HeartbeatReply(
+                                service_id=request.service_id,
+                                found=not isinstance(exc, NotFound),  # only "unknown" means register again
+                                error=exc.message,
+                                error_code=exc.code,
+                                error_field=exc.field or "",
+                            )
                         )
-                    )
-            beats["accepted"].inc(accepted)
+                    except Exception:  # a fault of ours ends the stream (INTERNAL); the beat still counts
+                        beats["error"].inc()
+                        raise
+            finally:  # one increment per message; beats applied before a failure or a cancel count too
+                beats["accepted"].inc(accepted)
             latency.observe(time.perf_counter() - started)
             yield pb.HeartbeatBatchReply(replies=replies)
 

@@ -19,7 +19,7 @@ from muster.catalog.model import (
     RegisterInput,
 )
 from muster.catalog.service import CatalogService
-from muster.errors import Invalid, MusterError
+from muster.errors import Invalid
 from muster.http.responses import JSON
 from muster.observability import beat_outcome, heartbeat_counters
 from muster.validation import invalid_from, parse
@@ -58,7 +58,7 @@ def router(catalog: CatalogService) -> APIRouter:
             except ValidationError as exc:
                 raise invalid_from(exc) from None
             ack = await catalog.heartbeat(body)
-        except MusterError as exc:
+        except Exception as exc:
             beats[beat_outcome(exc)].inc()
             raise
         beats["accepted"].inc()
