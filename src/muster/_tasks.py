@@ -12,16 +12,18 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     """Cancel ``task`` and wait until it has ended.
 
     The task's own ``CancelledError`` is expected and dropped; any other error it ended with is
-    raised. If the caller is itself cancelled meanwhile (a shutdown deadline, say), that
-    cancellation is raised, not absorbed: ``contextlib.suppress(CancelledError)`` around the
-    await would absorb it, and a timeout around ``close()`` would then never fire.
+    raised. If the caller is itself cancelled *while waiting here* (a shutdown deadline, say),
+    that cancellation is raised, not absorbed: ``contextlib.suppress(CancelledError)`` around the
+    await would absorb it, and a timeout around ``close()`` would then never fire. A caller that
+    is already cleaning up after a cancellation (a ``finally`` block) is not stopped by it.
     """
     if task is None:
         return
+    current = asyncio.current_task()
+    requested = current.cancelling() if current is not None else 0
     task.cancel()
     try:
         await task
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
+        if current is not None and current.cancelling() > requested:
             raise

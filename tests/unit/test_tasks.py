@@ -46,3 +46,26 @@ async def test_the_callers_own_cancellation_is_not_absorbed() -> None:
             await cancel_and_wait(task)
     await asyncio.sleep(0.3)
     assert task.done()
+
+
+async def test_cleanup_after_a_cancellation_goes_on_past_each_stopped_task() -> None:
+    """In a finally block of a cancelled task, stopping one background task does not end the cleanup."""
+    cleaned: list[str] = []
+
+    async def service() -> None:
+        first = asyncio.create_task(asyncio.sleep(3600))
+        second = asyncio.create_task(asyncio.sleep(3600))
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await cancel_and_wait(first)
+            cleaned.append("first")
+            await cancel_and_wait(second)
+            cleaned.append("second")
+
+    task = asyncio.create_task(service())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == ["first", "second"]
