@@ -27,3 +27,6 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     except asyncio.CancelledError:
         if current is not None and current.cancelling() > requested:
             raise
+    else:  # a cancel of ours is passed on to the task we await; if that task swallowed it, raise it here
+        if current is not None and current.cancelling() > requested:
+            raise asyncio.CancelledError

@@ -82,7 +82,8 @@ async def test_close_stops_the_hub_even_when_a_wake_up_lands_with_the_cancellati
     try:
         await asyncio.sleep(0.05)  # the hub now waits for a wake-up or its next poll
         hub._wake.set()  # what a NOTIFY or advance_to() does
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(10) as deadline:
             await hub.close()
+        assert not deadline.expired(), "close() waited for a hub that kept running"
     finally:
         await store.close()
