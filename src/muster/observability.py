@@ -8,8 +8,9 @@ first imported) and ``/metrics`` aggregates every process.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -27,6 +28,7 @@ __all__ = [
     "HTTP_REQUESTS",
     "MONITOR_SWEEPS",
     "beat_outcome",
+    "counting_beat",
     "heartbeat_counters",
     "render_metrics",
 ]
@@ -53,6 +55,17 @@ BEAT_OUTCOMES = ("accepted", "unknown", "refused", "error")
 def heartbeat_counters(door: str) -> dict[str, Any]:
     """The door's heartbeat counter per outcome, bound once (``labels`` costs a lookup per call)."""
     return {outcome: HEARTBEATS.labels(door=door, outcome=outcome) for outcome in BEAT_OUTCOMES}
+
+
+@contextlib.contextmanager
+def counting_beat(counters: dict[str, Any]) -> Iterator[None]:
+    """Count the one heartbeat handled inside the block under its outcome (``heartbeat_counters``)."""
+    try:
+        yield
+    except Exception as exc:
+        counters[beat_outcome(exc)].inc()
+        raise
+    counters["accepted"].inc()
 
 
 def beat_outcome(error: BaseException | None) -> str:

@@ -22,7 +22,7 @@ from muster.catalog.model import (
 from muster.catalog.service import BeatAck, CatalogService
 from muster.errors import Invalid, MusterError, NotFound
 from muster.grpc.common import from_timestamp, present_fields, streaming, timestamp, unary
-from muster.observability import GRPC_LATENCY, beat_outcome, heartbeat_counters
+from muster.observability import GRPC_LATENCY, beat_outcome, counting_beat, heartbeat_counters
 from muster.validation import parse
 
 __all__ = ["MAX_BEATS_PER_BATCH", "CatalogServicer", "service_message"]
@@ -102,12 +102,8 @@ class CatalogServicer(pb_grpc.CatalogServicer):
 
     @unary("Catalog/Heartbeat")
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatReply:
-        try:
+        with counting_beat(self._beats):
             ack = await self.catalog.heartbeat(_beat_input(request))
-        except Exception as exc:
-            self._beats[beat_outcome(exc)].inc()
-            raise
-        self._beats["accepted"].inc()
         return _ack(ack)
 
     @streaming("Catalog/HeartbeatStream")

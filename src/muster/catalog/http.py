@@ -21,7 +21,7 @@ from muster.catalog.model import (
 from muster.catalog.service import CatalogService
 from muster.errors import Invalid
 from muster.http.responses import JSON
-from muster.observability import beat_outcome, heartbeat_counters
+from muster.observability import counting_beat, heartbeat_counters
 from muster.validation import invalid_from, parse
 
 __all__ = ["router"]
@@ -52,16 +52,12 @@ def router(catalog: CatalogService) -> APIRouter:
         },
     )
     async def heartbeat(request: Request) -> Response:
-        try:
+        with counting_beat(beats):
             try:
                 body = HeartbeatInput.model_validate_json(await request.body())
             except ValidationError as exc:
                 raise invalid_from(exc) from None
             ack = await catalog.heartbeat(body)
-        except Exception as exc:
-            beats[beat_outcome(exc)].inc()
-            raise
-        beats["accepted"].inc()
         return JSON(ack.to_dict())
 
     @api.get("/discover", summary="Find live services, best first (lowest load, then p95)")

@@ -27,7 +27,7 @@ from muster._proto.muster.v1 import graph_pb2 as pb
 from muster._proto.muster.v1 import graph_pb2_grpc as pb_grpc
 from muster.client._convert import parse_ts
 from muster.client._transport import GrpcTransport, HttpTransport
-from muster.errors import Invalid, NotFound
+from muster.errors import Invalid
 from muster.graph.algorithms import Impact, Inversion, Traversal
 from muster.graph.model import (
     MAX_LIST_LIMIT,
@@ -39,7 +39,7 @@ from muster.graph.model import (
     TraverseQuery,
     UpsertDependenciesInput,
     UpsertServicesInput,
-    service_id_can_exist,
+    require_existable,
 )
 from muster.graph.service import CycleReport, Upserted
 from muster.grpc.common import field_or_none, timestamp_or_none
@@ -172,8 +172,7 @@ def _service_id(service_id: str) -> str:
     """
     if not service_id:
         raise Invalid("service_id", "must not be empty")
-    if not service_id_can_exist(service_id):
-        raise NotFound(f"graph service {service_id!r} does not exist", field="service_id")
+    require_existable(service_id)
     return service_id
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic_core import PydanticCustomError
 
 from muster.clock import isoformat
-from muster.errors import FailedPrecondition
+from muster.errors import FailedPrecondition, NotFound
 from muster.validation import NO_CONTROL_CHARS
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "UpsertServicesInput",
     "check_transition",
     "new_id",
+    "require_existable",
     "service_id_can_exist",
 ]
 
@@ -83,6 +84,12 @@ Notes = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=
 def service_id_can_exist(service_id: str) -> bool:
     """Whether ``service_id`` is a valid id at all: one that is not cannot name a stored service."""
     return 0 < len(service_id) <= MAX_SERVICE_ID and _SERVICE_ID.match(service_id) is not None
+
+
+def require_existable(service_id: str) -> None:
+    """NotFound for an id no service can have (a NUL, a slash, too long), without asking the database."""
+    if not service_id_can_exist(service_id):
+        raise NotFound(f"graph service {service_id!r} does not exist", field="service_id")
 
 
 _SERVICE_ID = re.compile(SERVICE_ID_PATTERN)

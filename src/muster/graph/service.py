@@ -54,7 +54,7 @@ from muster.graph.model import (
     UpsertDependenciesInput,
     UpsertServicesInput,
     check_transition,
-    service_id_can_exist,
+    require_existable,
 )
 from muster.store.engine import Store, Tx
 
@@ -155,7 +155,7 @@ class GraphService:
         return await self.store.write(op)
 
     async def delete_service(self, service_id: str) -> None:
-        _existable(service_id)
+        require_existable(service_id)
 
         async def op(tx: Tx) -> None:
             if not await q.delete_service(tx.conn, service_id):
@@ -179,7 +179,7 @@ class GraphService:
     # -- reads from the store --------------------------------------------------------------
 
     async def get_service(self, service_id: str) -> GraphServiceRecord:
-        _existable(service_id)
+        require_existable(service_id)
         async with self.store.read() as conn:
             record = await q.get_service(conn, service_id)
         if record is None:
@@ -193,7 +193,7 @@ class GraphService:
             )
 
     async def edges(self, service_id: str, *, outgoing: bool, include_stale: bool) -> list[DependencyRecord]:
-        _existable(service_id)
+        require_existable(service_id)
         async with self.store.read() as conn:
             if not await q.service_exists(conn, service_id):
                 raise NotFound(f"graph service {service_id} does not exist", field="service_id")
@@ -205,11 +205,11 @@ class GraphService:
         """Raise NotFound unless the service exists (catching up with the log if another process made it)."""
         if service_id in self.index:
             return
-        _existable(service_id)
+        require_existable(service_id)
         async with self.store.read() as conn:
             exists = await q.service_exists(conn, service_id)
         if exists:
-            await self.hub.advance_to(await self.hub.head())
+            await self._catch_up()
         if service_id not in self.index:
             raise NotFound(f"graph service {service_id} does not exist", field="service_id")
 
@@ -321,9 +321,3 @@ class GraphService:
             return record
 
         return await self.store.write(op)
-
-
-def _existable(service_id: str) -> None:
-    """NotFound for an id no service can have (a NUL, a slash, too long): the database is not asked."""
-    if not service_id_can_exist(service_id):
-        raise NotFound(f"graph service {service_id!r} does not exist", field="service_id")

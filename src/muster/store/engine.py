@@ -161,9 +161,7 @@ _RETRYABLE_SQLSTATES = {"40P01", "40001"}
 
 
 def _retryable(exc: DBAPIError) -> bool:
-    original = exc.orig
-    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    return code in _RETRYABLE_SQLSTATES
+    return _sqlstate(exc) in _RETRYABLE_SQLSTATES
 
 
 class Store:
