@@ -5,7 +5,14 @@
     muster migrate [--database-url URL | --data-dir D]
     muster services [--server URL] [--status S]
     muster discover [--server URL] [--name N] [--type T] [--role R] [--cap C]... [--label K=V]...
-    muster bridge --port N --adapter package.module.Class [--registry URL]
+    muster token create --name NAME --scope S [--scope S ...] [--expires 30d] [--json]
+    muster token list [--json]
+    muster token revoke NAME
+    muster bridge --port N --adapter package.module.Class [--registry URL] [--token-file F]
+
+Client commands take --server URL (default $MUSTER_SERVER or http://127.0.0.1:8080),
+--token / --token-file (default $MUSTER_TOKEN, $MUSTER_TOKEN_FILE) and, over TLS
+(https://, grpcs://), --ca-file, --cert-file and --key-file.
 
 Every ``serve`` flag is also ``MUSTER_<NAME>`` in the environment or a ``.env`` file.
 """
@@ -32,6 +39,15 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
     "shutdown_grace": {"type": float, "help": "seconds to drain in-flight requests on SIGTERM (default 10)"},
     "log_level": {"choices": ["debug", "info", "warning", "error"]},
     "max_body_bytes": {"type": int, "help": "largest request body accepted, in bytes (default 1048576)"},
+    "auth": {"action": "store_true", "help": "require a token with the right scope on every route and RPC "
+             "but the probes (default off; an admin token is written to <data-dir>/admin.token on first start)"},
+    "insecure": {"action": "store_true", "help": "allow a non-loopback --host without --auth (default: refused)"},
+    "metrics_auth": {"action": "store_true", "help": "put /metrics behind the admin scope (default: open)"},
+    "tls_cert": {"metavar": "PEM", "help": "serve both doors over TLS with this certificate (default: plaintext)"},
+    "tls_key": {"metavar": "PEM", "help": "the private key of --tls-cert"},
+    "tls_client_ca": {"metavar": "PEM", "help": "require client certificates signed by this CA (mTLS) on both doors"},
+    "tls_principal_from_cn": {"action": "store_true", "help": "with mTLS: a client certificate's CN stands for "
+                              "the token of that name (default off)"},
 }
 
 
@@ -40,7 +56,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
     from muster.config import Settings
 
-    overrides = {k: v for k in _SERVE_FLAGS if (v := getattr(args, k, None)) is not None}
+    overrides = {k: v for k in _SERVE_FLAGS if (v := getattr(args, k, None)) is not None and v is not False}
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -61,13 +77,12 @@ def _parser() -> argparse.ArgumentParser:
                 continue
             sub.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **options)
 
-    default_server = os.environ.get("MUSTER_SERVER", "http://127.0.0.1:8080")
     services = commands.add_parser("services", help="list registered services")
-    services.add_argument("--server", default=default_server, help="http://host:port or grpc://host:port")
+    _client_flags(services)
     services.add_argument("--status", choices=["ok", "degraded", "down"])
 
     discover = commands.add_parser("discover", help="find live services, best first")
-    discover.add_argument("--server", default=default_server)
+    _client_flags(discover)
     discover.add_argument("--name")
     discover.add_argument("--type", choices=["model", "tool", "agent", "service"])
     discover.add_argument("--role", choices=["production", "staging", "canary", "experimental"])
@@ -75,6 +90,20 @@ def _parser() -> argparse.ArgumentParser:
     discover.add_argument("--label", action="append", default=[], help="key=value")
     discover.add_argument("--status", choices=["ok", "degraded", "down"])
     discover.add_argument("--limit", type=int, default=100)
+
+    token = commands.add_parser("token", help="make, list and revoke tokens (needs an admin token)")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="make a token and print its secret (shown this once)")
+    create.add_argument("--name", required=True, help="the principal's name, e.g. ci-deploy or agent-7")
+    create.add_argument("--scope", action="append", required=True, dest="scopes",
+                        help="a scope it grants (repeat): " + ", ".join(_SCOPES))
+    create.add_argument("--expires", help="lifetime, e.g. 30d, 12h, 90m (default: never expires)")
+    listing = token_commands.add_parser("list", help="every token (revoked ones too); never the secrets")
+    revoke = token_commands.add_parser("revoke", help="revoke a token; refused everywhere within a second")
+    revoke.add_argument("name", help="the token's name")
+    for sub in (create, listing, revoke):
+        _client_flags(sub)
+        sub.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
 
     bridge = commands.add_parser("bridge", help="serve Python tools over the snakepit bridge protocol")
     try:
@@ -84,6 +113,32 @@ def _parser() -> argparse.ArgumentParser:
     else:
         configure_parser(bridge)
     return parser
+
+
+_SCOPES = ("catalog:read", "catalog:write", "leases:read", "leases:write", "graph:read", "graph:write",
+           "events:read", "admin")
+
+
+def _client_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that talks to a server shares."""
+    default_server = os.environ.get("MUSTER_SERVER", "http://127.0.0.1:8080")
+    parser.add_argument("--server", default=default_server,
+                        help=f"http(s)://host:port or grpc(s)://host:port (default {default_server}, "
+                        "from $MUSTER_SERVER)")
+    parser.add_argument("--token", help="bearer token (default $MUSTER_TOKEN)")
+    parser.add_argument("--token-file", help="file holding the token (default $MUSTER_TOKEN_FILE)")
+    parser.add_argument("--ca-file", help="CA that signed the server's certificate (default: the system's CAs)")
+    parser.add_argument("--cert-file", help="client certificate, for a server that requires one (mTLS)")
+    parser.add_argument("--key-file", help="the client certificate's private key")
+
+
+async def _connect(args: argparse.Namespace) -> Any:
+    from muster.client import MusterClient
+
+    return await MusterClient.connect(
+        args.server, token=args.token, token_file=args.token_file, ca_file=args.ca_file,
+        cert_file=args.cert_file, key_file=args.key_file,
+    )
 
 
 def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -112,10 +167,8 @@ _COLUMNS = ("service_id", "name", "type", "role", "status", "url", "caps", "load
 
 
 async def _services(args: argparse.Namespace) -> int:
-    from muster.client import MusterClient
-
     records: list[Any] = []
-    async with await MusterClient.connect(args.server) as client:
+    async with await _connect(args) as client:
         while True:  # every service, a page of 1,000 at a time
             page = await client.list_services(status=args.status, limit=1000, offset=len(records))
             records += page
@@ -126,15 +179,38 @@ async def _services(args: argparse.Namespace) -> int:
 
 
 async def _discover(args: argparse.Namespace) -> int:
-    from muster.client import MusterClient
-
-    async with await MusterClient.connect(args.server) as client:
+    async with await _connect(args) as client:
         records = await client.discover(
             name=args.name, type=args.type, role=args.role, cap=args.cap, label=args.label,
             status=args.status, limit=args.limit,
         )
     print(_table([r.to_dict() for r in records], _COLUMNS))
     return 0
+
+
+_TOKEN_COLUMNS = ("name", "scopes", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at")
+
+
+async def _token(args: argparse.Namespace) -> int:
+    import orjson
+
+    async with await _connect(args) as client:
+        if args.token_command == "create":
+            issued = await client.create_token(args.name, args.scopes, expires=args.expires)
+            if args.json:
+                print(orjson.dumps(issued).decode())
+            else:
+                print(issued["token"])
+                print(f"muster: token {args.name} made with {', '.join(issued['scopes'])}; "
+                      "this is the only time its secret is shown", file=sys.stderr)
+            return 0
+        if args.token_command == "list":
+            records = await client.list_tokens()
+            print(orjson.dumps({"tokens": records}).decode() if args.json else _table(records, _TOKEN_COLUMNS))
+            return 0
+        record = await client.revoke_token(args.name)
+        print(orjson.dumps(record).decode() if args.json else f"revoked {record['name']} at {record['revoked_at']}")
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,12 +229,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from muster.bridge.cli import run
 
         return run(args)
-    from muster.errors import MusterError
+    from muster.errors import MusterError, NotFound
 
+    commands = {"services": _services, "discover": _discover, "token": _token}
     try:
-        return asyncio.run(_services(args) if args.command == "services" else _discover(args))
+        return asyncio.run(commands[args.command](args))
+    except NotFound as exc:
+        print(f"muster: {exc.message}", file=sys.stderr)
+        return 3
     except MusterError as exc:
         print(f"muster: {exc.message}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:  # an unreadable --token-file or certificate
+        print(f"muster: {exc}", file=sys.stderr)
         return 1
 
 

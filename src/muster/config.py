@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -48,6 +48,40 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(1_048_576, ge=1024)
     alerts_retained: int = Field(10_000, ge=100)
+    # Identity: every route and RPC but the probes needs a token with the right scope.
+    auth: bool = False
+    # Serve a non-loopback address without auth all the same (a private network, a sidecar).
+    insecure: bool = False
+    # Put /metrics behind the admin scope (it is open by default, for scrapers).
+    metrics_auth: bool = False
+    # TLS on both doors; with a client CA, both doors require client certificates (mTLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # With mTLS: a client certificate's CN stands for the token of that name (no bearer needed).
+    tls_principal_from_cn: bool = False
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (client certificates need TLS)")
+        if self.tls_principal_from_cn and self.tls_client_ca is None:
+            raise ValueError("tls_principal_from_cn needs tls_client_ca (the CN comes from a verified certificate)")
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no readable file at {path}")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / "admin.token"
 
     @field_validator("database_url")
     @classmethod

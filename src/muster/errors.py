@@ -6,6 +6,9 @@
     ├── Conflict                    already exists / held by someone else   409 / ALREADY_EXISTS
     ├── FailedPrecondition          state does not allow the operation      409 / FAILED_PRECONDITION
     │   └── Expired                 the lease or reservation has expired    409 / FAILED_PRECONDITION
+    ├── Unauthenticated             no token, or an unknown/expired one     401 / UNAUTHENTICATED
+    ├── PermissionDenied            the token lacks the scope, or the thing 403 / PERMISSION_DENIED
+    │                               belongs to another principal
     ├── Unavailable                 store unreachable, shutting down        503 / UNAVAILABLE
     └── ResourceExhausted           a bound was hit (body, list, queue)     413 / RESOURCE_EXHAUSTED
 
@@ -28,8 +31,10 @@ __all__ = [
     "Invalid",
     "MusterError",
     "NotFound",
+    "PermissionDenied",
     "Pruned",
     "ResourceExhausted",
+    "Unauthenticated",
     "Unavailable",
     "error_for_grpc_code",
     "error_for_http_status",
@@ -105,6 +110,22 @@ class Pruned(FailedPrecondition):
     code = "pruned"
 
 
+class Unauthenticated(MusterError):
+    """No credentials, or credentials Muster does not accept (unknown, revoked, expired, malformed)."""
+
+    http_status = 401
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    code = "unauthenticated"
+
+
+class PermissionDenied(MusterError):
+    """The principal is known but may not do this: a missing scope, or another principal's thing."""
+
+    http_status = 403
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    code = "permission_denied"
+
+
 class Unavailable(MusterError):
     """The store cannot be reached or the server is shutting down."""
 
@@ -123,13 +144,18 @@ class ResourceExhausted(MusterError):
 
 _BY_CODE: dict[str, type[MusterError]] = {
     cls.code: cls
-    for cls in (Invalid, NotFound, Conflict, FailedPrecondition, Expired, Pruned, Unavailable, ResourceExhausted)
+    for cls in (
+        Invalid, NotFound, Conflict, FailedPrecondition, Expired, Pruned, Unauthenticated, PermissionDenied,
+        Unavailable, ResourceExhausted,
+    )
 }
 _BY_GRPC: dict[grpc.StatusCode, type[MusterError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: Invalid,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: Conflict,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
@@ -151,7 +177,10 @@ def error_for_http_status(status: int, body: dict[str, Any]) -> MusterError:
     """Rebuild the exception a server reported over HTTP (client side)."""
     cls = _BY_CODE.get(str(body.get("error", "")))
     if cls is None:
-        cls = {422: Invalid, 404: NotFound, 409: Conflict, 503: Unavailable, 413: ResourceExhausted}.get(
+        cls = {
+            401: Unauthenticated, 403: PermissionDenied, 422: Invalid, 404: NotFound, 409: Conflict,
+            503: Unavailable, 413: ResourceExhausted,
+        }.get(
             status, MusterError
         )
     message = str(body.get("message") or body.get("detail") or f"HTTP {status}")

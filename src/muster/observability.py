@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from muster.errors import Invalid, NotFound
 
 __all__ = [
+    "AUTH_REFUSED",
     "BEAT_OUTCOMES",
     "GRPC_LATENCY",
     "GRPC_REQUESTS",
@@ -42,6 +43,9 @@ HTTP_LATENCY = Histogram(
     "muster_http_request_duration_seconds", "HTTP request latency", ["route", "method"], buckets=_BUCKETS
 )
 GRPC_REQUESTS = Counter("muster_grpc_requests_total", "gRPC calls by method and status code", ["rpc", "code"])
+AUTH_REFUSED = Counter(
+    "muster_auth_refused_total", "Requests refused at a door for their credentials", ["door", "code"]
+)
 GRPC_LATENCY = Histogram("muster_grpc_request_duration_seconds", "gRPC call latency", ["rpc"], buckets=_BUCKETS)
 HEARTBEATS = Counter(
     "muster_heartbeats_received_total",

@@ -35,12 +35,16 @@ import structlog
 from muster._loop import fast_loop_factory
 from muster.config import Settings
 
-__all__ = ["build_runtime", "serve", "serve_doors"]
+__all__ = ["build_runtime", "exposure_refusal", "serve", "serve_doors"]
 
 log = structlog.get_logger("muster.server")
 
 # Every context beyond the catalog: "module:function" building it from the runtime.
-CONTEXTS: tuple[str, ...] = ("muster.graph.context:build", "muster.leases.context:build")
+CONTEXTS: tuple[str, ...] = (
+    "muster.identity.context:build",
+    "muster.graph.context:build",
+    "muster.leases.context:build",
+)
 
 
 async def build_runtime(settings: Settings, *, clock: Any = None) -> Any:
@@ -116,6 +120,8 @@ async def serve_doors(
     from muster.store.leader import Leadership
 
     runtime = await build_runtime(settings)
+    if settings.auth and "http" in doors:  # the main process (both doors in one, or the HTTP one)
+        await _ensure_admin_token(runtime)
     leadership = Leadership(runtime.store)
     sink = AlertFileSink(runtime.hub, settings.events_dir, leadership=leadership)
     monitor = HeartbeatMonitor(
@@ -164,6 +170,7 @@ async def serve_doors(
                     lifespan="off",
                     timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
                     server_header=False,
+                    **_uvicorn_tls(settings),
                 )
             )
             http_task = asyncio.create_task(http_server.serve(), name="muster-http")
@@ -206,6 +213,33 @@ async def serve_doors(
     return 1 if child_failed else 0
 
 
+async def _ensure_admin_token(runtime: Any) -> None:
+    """First start with auth and no admin token yet: make one, write it to the data dir, say where."""
+    from muster.identity.model import SYSTEM
+
+    path = runtime.settings.admin_token_path
+    written = await runtime.contexts["identity"].ensure_admin_token(path, by=SYSTEM)
+    if written is not None:
+        log.warning("identity.admin_token_written", path=str(written.resolve()), mode="0600")
+
+
+def _uvicorn_tls(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS options: certificate and key; with a client CA, client certificates required."""
+    if not settings.tls:
+        return {}
+    import ssl
+
+    options: dict[str, Any] = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+    if settings.tls_client_ca is not None:
+        options["ssl_ca_certs"] = str(settings.tls_client_ca)
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    if settings.tls_principal_from_cn:
+        from muster.identity.tls import ClientCertProtocol
+
+        options["http"] = ClientCertProtocol
+    return options
+
+
 class _QuietServer:
     """uvicorn.Server without its own signal handling: ours drives the shutdown."""
 
@@ -233,6 +267,10 @@ async def migrate(settings: Settings) -> tuple[str | None, str | None]:
 
 def serve(settings: Settings) -> int:
     """``muster serve``: migrate, then serve HTTP here and gRPC in a child process (or both here)."""
+    refusal = exposure_refusal(settings)
+    if refusal is not None:
+        print(f"muster: {refusal}", file=sys.stderr)
+        return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     child: subprocess.Popen[bytes] | None = None
     if settings.doors == "split":
@@ -259,6 +297,28 @@ def serve(settings: Settings) -> int:
     with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
         return runner.run(serve_doors(settings, {"http"}, ready=_print_ready, child=child))
 
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_refusal(settings: Settings) -> str | None:
+    """Why Muster will not serve as told (a non-loopback address, no auth), or ``None``."""
+    if settings.auth or settings.insecure or is_loopback(settings.host):
+        return None
+    return (
+        f"refusing to serve {settings.host} without auth: anyone who reaches the ports could change everything. "
+        "Turn auth on with --auth (or MUSTER_AUTH=1; an admin token is written to <data-dir>/admin.token), "
+        "or accept the risk with --insecure"
+    )
 
 
 def _print_ready(line: str) -> None:

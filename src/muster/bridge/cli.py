@@ -81,6 +81,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="run the worker on these CPUs only, e.g. 0 or 0-1: lower latency at low load, "
         "throughput bounded by those CPUs (default: every CPU)",
     )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="callers must send this file's token as 'authorization: Bearer <token>' metadata; "
+        "required for a non-loopback --host (default: no token on loopback)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback --host without a token (default: refused)",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
 
 
@@ -108,6 +119,8 @@ def _options(args: argparse.Namespace) -> WorkerOptions:
         heartbeat_interval_s=args.heartbeat_interval,
         registry_ttl_s=args.registry_ttl,
         cpus=args.cpus,
+        token_file=args.token_file,
+        insecure=args.insecure,
     )
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from muster._tasks import cancel_and_wait
 from muster.bridge.adapter import Adapter
@@ -55,6 +56,29 @@ class WorkerOptions:
     registry_ttl_s: int = 15
     tags: dict[str, str] = field(default_factory=dict)
     cpus: frozenset[int] | None = None  # run every thread of the worker on these CPUs only
+    token_file: str | None = None  # callers must present this file's token (required beyond loopback)
+    insecure: bool = False  # serve beyond loopback without a token all the same
+
+
+def bridge_token(options: WorkerOptions) -> str | None:
+    """The token callers must present, or ``None``; refuses a non-loopback bind without one."""
+    from muster.server import is_loopback
+
+    if options.token_file is not None:
+        try:
+            token = Path(options.token_file).read_text().strip()
+        except OSError as exc:
+            raise Invalid("token_file", f"cannot read {options.token_file}: {exc.strerror}") from None
+        if not token:
+            raise Invalid("token_file", f"{options.token_file} is empty")
+        return token
+    if not options.insecure and not is_loopback(options.host):
+        raise Invalid(
+            "host",
+            f"binding {options.host} lets anyone who reaches it run tools: give --token-file FILE "
+            "(callers then send 'authorization: Bearer <token>' metadata), or --insecure to accept the risk",
+        )
+    return None
 
 
 def load_adapter(path: str) -> type[Adapter]:
@@ -220,6 +244,7 @@ async def serve(options: WorkerOptions) -> int:
         port=options.port,
         max_concurrent_rpcs=options.max_concurrent_rpcs,
         max_message_bytes=options.max_message_bytes,
+        token=bridge_token(options),
     )
     port = await server.start()
     watcher = (

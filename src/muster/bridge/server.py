@@ -10,10 +10,12 @@ here answers INTERNAL.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 
@@ -252,6 +254,36 @@ async def _follow_controls(controls: AsyncIterable[pb2.WatchControl], stream: Wa
     stream.adding_done()
 
 
+class TokenGate(grpc.aio.ServerInterceptor):
+    """A bridge worker bound beyond loopback: every call must carry ``authorization: Bearer <token>``."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+        self._wrapped: dict[str, Any] = {}
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        from muster.identity.doors import guarded
+
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._wrapped[method] = guarded(handler, self._admit)
+        return wrapped
+
+    async def _admit(self, context: Any) -> None:
+        from muster.identity.doors import bearer_of
+
+        presented = bearer_of(context)
+        if presented is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "this bridge worker needs a token: send "
+                                "'authorization: Bearer <token>' metadata")
+        elif not hmac.compare_digest(presented.strip().encode("utf-8", "replace"), self._expected):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+
+
 class BridgeServer:
     """A grpc.aio server for one ``BridgeService``, with the idle-session sweeper.
 
@@ -267,6 +299,7 @@ class BridgeServer:
         max_concurrent_rpcs: int = 1000,
         max_message_bytes: int = values.DEFAULT_MAX_MESSAGE_BYTES,
         sweep_interval_s: float | None = None,
+        token: str | None = None,
     ) -> None:
         self.service = service
         self.host = host
@@ -276,7 +309,10 @@ class BridgeServer:
         # Beyond max_concurrent_rpcs calls in flight, gRPC answers RESOURCE_EXHAUSTED: this bounds
         # the tool thread pool's queue too.
         options = [("grpc.so_reuseport", 0), *values.message_size_options(max_message_bytes)]
-        self._server = grpc.aio.server(options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
+        interceptors = [TokenGate(token)] if token else []
+        self._server = grpc.aio.server(
+            options=options, maximum_concurrent_rpcs=max_concurrent_rpcs, interceptors=interceptors
+        )
         pb2_grpc.add_SnakepitBridgeServicer_to_server(BridgeServicer(service), self._server)
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -44,6 +44,7 @@ def service_message(record: ServiceRecord) -> pb.Service:
         status=record.status,
         registered_at=timestamp(record.registered_at),
         last_heartbeat_ts=timestamp(record.last_heartbeat_ts),
+        owner=record.owner,
     )
     for name in ("ctx_limit", "cost_hint_usd_per_1k", "p95_ms", "queue_depth", "load"):
         value = getattr(record, name)
@@ -63,6 +64,7 @@ def _alert_message(alert: AlertRecord) -> pb.Alert:
         action=alert.action,
         ts=timestamp(alert.ts),
         details_json=orjson.dumps(alert.details).decode(),
+        actor=alert.actor,
     )
 
 

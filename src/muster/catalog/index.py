@@ -43,6 +43,7 @@ def record_from_dict(data: dict[str, Any]) -> ServiceRecord:
         p95_ms=data.get("p95_ms"),
         queue_depth=data.get("queue_depth"),
         load=data.get("load"),
+        owner=data.get("owner", "anonymous"),
     )
 
 

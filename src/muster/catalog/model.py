@@ -160,6 +160,8 @@ class ServiceRecord:
     p95_ms: float | None = None
     queue_depth: int | None = None
     load: float | None = None
+    # The principal that registered it: only it (or an admin) may beat, deregister or promote it.
+    owner: str = "anonymous"
     caps_set: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -212,6 +214,7 @@ class ServiceRecord:
             "p95_ms": self.p95_ms,
             "queue_depth": self.queue_depth,
             "load": self.load,
+            "owner": self.owner,
         }
 
     def with_beat(self, beat: HeartbeatInput, at: datetime) -> ServiceRecord:
@@ -236,6 +239,7 @@ class AlertRecord:
     action: str
     ts: datetime
     details: dict[str, Any]
+    actor: str = "muster"
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -247,6 +251,7 @@ class AlertRecord:
             "last_seen": isoformat(self.last_seen),
             "action": self.action,
             "ts": isoformat(self.ts),
+            "actor": self.actor,
         }
         body.update(self.details)
         return body

@@ -21,6 +21,8 @@ from muster.catalog import store as q
 from muster.catalog.model import ServiceRecord, Verdict, judge
 from muster.catalog.service import CatalogService
 from muster.clock import isoformat
+from muster.identity.caller import set_current
+from muster.identity.model import SYSTEM
 from muster.observability import MONITOR_SWEEPS
 from muster.store.engine import Tx
 from muster.store.leader import Leadership
@@ -55,6 +57,7 @@ class HeartbeatMonitor:
             await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
+        set_current(SYSTEM)  # what the monitor changes, the server changed: events say "muster"
         was_leader = False
         while True:
             try:
@@ -164,6 +167,7 @@ class HeartbeatMonitor:
             action=verdict.action,
             ts=tx.now,
             details=details,
+            actor=tx.actor,
         )
         tx.emit("catalog.alert", record.service_id, alert.to_dict())
         return True

@@ -28,6 +28,8 @@ services = Table(
     Column("p95_ms", Float, nullable=True),
     Column("queue_depth", Integer, nullable=True),
     Column("load", Float, nullable=True),
+    # The principal that registered it; only it (or an admin) may beat, deregister or promote it.
+    Column("owner", Text, nullable=False, server_default="anonymous"),
     CheckConstraint("type IN ('model', 'tool', 'agent', 'service')", name="type"),
     CheckConstraint("role IN ('production', 'staging', 'canary', 'experimental')", name="role"),
     CheckConstraint("status IN ('ok', 'degraded', 'down')", name="status"),
@@ -51,6 +53,7 @@ alerts = Table(
     Column("action", Text, nullable=False),
     Column("ts", UTCDateTime, nullable=False),
     Column("details", JSONType, nullable=False),
+    Column("actor", Text, nullable=False, server_default="muster"),
     CheckConstraint(
         "alert_type IN ('service_down', 'service_deregistered', 'service_recovered')", name="alert_type"
     ),

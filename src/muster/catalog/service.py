@@ -36,8 +36,10 @@ from muster.catalog.model import (
     ServiceRecord,
 )
 from muster.clock import Clock, isoformat, parse_isoformat
-from muster.errors import NotFound, Unavailable
+from muster.errors import NotFound, PermissionDenied, Unavailable
 from muster.events.hub import EventHub
+from muster.identity import caller
+from muster.identity.model import require_owner
 from muster.store.engine import Store, Tx
 
 __all__ = ["BeatAck", "CatalogService", "Registered", "Stats"]
@@ -149,6 +151,7 @@ class CatalogService:
                 ttl_s=data.ttl_s,
                 status="ok",
                 registered_at=tx.now,
+                owner=tx.actor,
             )
             await q.insert_service(tx, record)
             tx.emit("catalog.registered", record.service_id, {"service": record.to_dict()})
@@ -159,6 +162,7 @@ class CatalogService:
     async def heartbeat(self, beat: HeartbeatInput) -> BeatAck:
         now = self.clock.now()
         record = self.index.get(beat.service_id) or await self._read_through(beat.service_id)
+        require_owner(caller.current(), record.owner, f"service {record.service_id}")
         # A status beat of this service still being written decides what "current" is: the index
         # only learns it at commit, and a beat right behind it must not be judged on the old status.
         in_flight = self._status_in_flight.get(beat.service_id)
@@ -176,12 +180,12 @@ class CatalogService:
         }
         return BeatAck(beat.service_id, beat.status, now)
 
-    async def _read_through(self, service_id: str) -> ServiceRecord:
+    async def _read_through(self, service_id: str, *, advice: str = " (register again)") -> ServiceRecord:
         """Not in this process's index yet (registered elsewhere a moment ago?): ask the store."""
         async with self.store.read() as conn:
             record = await q.get_service(conn, service_id)
         if record is None:
-            raise NotFound(f"service {service_id} is not registered (register again)", field="service_id")
+            raise NotFound(f"service {service_id} is not registered{advice}", field="service_id")
         await self.hub.advance_to(await self.hub.head())
         return self.index.get(service_id) or record
 
@@ -222,6 +226,7 @@ class CatalogService:
                     action="restored",
                     ts=tx.now,
                     details={},
+                    actor=tx.actor,
                 )
                 tx.emit("catalog.alert", beat.service_id, alert.to_dict())
             return True
@@ -244,6 +249,12 @@ class CatalogService:
         return self.index.discover(query)
 
     async def promote(self, data: PromoteInput) -> ServiceRecord:
+        principal = caller.current()
+        record = await self.get(data.service_id)
+        require_owner(principal, record.owner, f"service {data.service_id}")
+        if data.role == "production" and record.role != "production" and not principal.is_admin:
+            raise PermissionDenied("promotion to production needs a token with the admin scope", field="role")
+
         async def op(tx: Tx) -> None:
             if not await q.set_role(tx.conn, data.service_id, data.role):
                 raise NotFound(f"service {data.service_id} is not registered", field="service_id")
@@ -253,6 +264,12 @@ class CatalogService:
         return await self.get(data.service_id)
 
     async def deregister(self, data: DeregisterInput, *, reason: str = "requested") -> ServiceRecord:
+        principal = caller.current()
+        known = self.index.get(data.service_id)
+        if known is None:  # registered on another replica a moment ago? (NotFound if nowhere)
+            known = await self._read_through(data.service_id, advice="")
+        require_owner(principal, known.owner, f"service {data.service_id}")
+
         async def op(tx: Tx) -> ServiceRecord:
             record = await q.delete_service(tx.conn, data.service_id)
             if record is None:

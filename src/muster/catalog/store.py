@@ -49,6 +49,7 @@ def _record(row: Row[Any]) -> ServiceRecord:
         p95_ms=row.p95_ms,
         queue_depth=row.queue_depth,
         load=row.load,
+        owner=row.owner,
     )
 
 
@@ -60,6 +61,7 @@ _INSERT_ALERT = insert(alerts).returning(alerts.c.alert_id)
 _SERVICE_COLUMNS = (
     "service_id", "name", "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k",
     "heartbeat_interval_s", "ttl_s", "status", "registered_at", "last_heartbeat_ts", "p95_ms", "queue_depth", "load",
+    "owner",
 )
 _INSERT_SERVICE_SQLITE = (
     f"INSERT INTO services ({', '.join(_SERVICE_COLUMNS)}) VALUES ({', '.join('?' * len(_SERVICE_COLUMNS))})"
@@ -76,7 +78,7 @@ async def insert_service(tx: Tx, record: ServiceRecord) -> None:
                 record.ctx_limit, record.cost_hint_usd_per_1k, record.heartbeat_interval_s, record.ttl_s,
                 record.status, sqlite_timestamp(record.registered_at),
                 sqlite_timestamp(record.last_heartbeat_ts) if record.last_heartbeat_ts else None,
-                record.p95_ms, record.queue_depth, record.load,
+                record.p95_ms, record.queue_depth, record.load, record.owner,
             ),
         )
         return
@@ -199,6 +201,7 @@ async def insert_alert(
     action: str,
     ts: datetime,
     details: dict[str, Any],
+    actor: str,
 ) -> AlertRecord:
     values = {
         "alert_type": alert_type,
@@ -209,6 +212,7 @@ async def insert_alert(
         "action": action,
         "ts": ts,
         "details": details,
+        "actor": actor,
     }
     result = await conn.execute(_INSERT_ALERT, values)
     return AlertRecord(alert_id=int(result.scalar_one()), **values)  # type: ignore[arg-type]
@@ -230,6 +234,7 @@ async def list_alerts(conn: AsyncConnection, *, limit: int, since: datetime | No
             action=r.action,
             ts=r.ts,
             details=dict(r.details),
+            actor=r.actor,
         )
         for r in rows
     ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from types import TracebackType
@@ -32,6 +33,7 @@ from muster.catalog.model import (
     ServiceRecord,
 )
 from muster.catalog.service import BeatAck, Registered, Stats
+from muster.client._credentials import Credentials
 from muster.client._transport import GrpcTransport, HttpTransport, Transport, grpc_error
 from muster.client.graph import GraphClient
 from muster.client.srm import SRMClient
@@ -53,13 +55,34 @@ class MusterClient:
         self._closed = False
 
     @classmethod
-    async def connect(cls, url: str, *, rpc_timeout: float = 10.0) -> MusterClient:
-        """``grpc://host:port`` (or ``host:port``) for gRPC, ``http(s)://host:port`` for HTTP."""
+    async def connect(
+        cls,
+        url: str,
+        *,
+        rpc_timeout: float = 10.0,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+    ) -> MusterClient:
+        """``grpc://host:port`` (or ``host:port``) or ``grpcs://`` for gRPC, ``http(s)://host:port`` for HTTP.
+
+        ``token`` (else ``token_file``, else ``$MUSTER_TOKEN``, else ``$MUSTER_TOKEN_FILE``) is sent
+        as a bearer token on every call. Over TLS (``grpcs://``, ``https://``), ``ca_file`` is the CA
+        that signed the server's certificate (default: the system's), and ``cert_file`` with
+        ``key_file`` the client certificate a server with ``--tls-client-ca`` requires.
+        """
+        credentials = Credentials.resolve(
+            token=token, token_file=token_file, ca_file=ca_file, cert_file=cert_file, key_file=key_file
+        )
         transport: Transport
         if url.startswith(("http://", "https://")):
-            transport = HttpTransport(url.rstrip("/"), rpc_timeout)
+            transport = HttpTransport(url.rstrip("/"), rpc_timeout, credentials)
+        elif url.startswith("grpcs://"):
+            transport = GrpcTransport(url.removeprefix("grpcs://"), rpc_timeout, credentials, secure=True)
         else:
-            transport = GrpcTransport(url.removeprefix("grpc://"), rpc_timeout)
+            transport = GrpcTransport(url.removeprefix("grpc://"), rpc_timeout, credentials)
         return cls(transport, url)
 
     @property
@@ -89,6 +112,18 @@ class MusterClient:
     def graph(self) -> GraphClient:
         """The dependency graph's operations (``muster.v1.Graph`` / ``/graph``) over this client's transport."""
         return GraphClient(self)
+
+    # -- identity (admin) ------------------------------------------------------------------
+
+    async def create_token(self, name: str, scopes: list[str], *, expires: str | None = None) -> dict[str, Any]:
+        """Make a token; the reply's ``token`` is its secret, shown this once."""
+        return await self._check_open().create_token(name, list(scopes), expires)
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        return await self._check_open().list_tokens()
+
+    async def revoke_token(self, name: str) -> dict[str, Any]:
+        return await self._check_open().revoke_token(name)
 
     # -- catalog -----------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ def record_from_message(message: pb.Service) -> ServiceRecord:
         p95_ms=field_or_none(message, "p95_ms"),
         queue_depth=field_or_none(message, "queue_depth"),
         load=field_or_none(message, "load"),
+        owner=message.owner,
     )
 
 
@@ -69,10 +70,13 @@ def alert_from_message(message: pb.Alert) -> AlertRecord:
         action=message.action,
         ts=ts,
         details=orjson.loads(message.details_json or "{}"),
+        actor=message.actor,
     )
 
 
-_ALERT_FIELDS = {"alert_id", "alert_type", "service_id", "service_name", "missed_beats", "last_seen", "action", "ts"}
+_ALERT_FIELDS = {
+    "alert_id", "alert_type", "service_id", "service_name", "missed_beats", "last_seen", "action", "ts", "actor",
+}
 
 
 def alert_from_dict(data: dict[str, Any]) -> AlertRecord:
@@ -88,6 +92,7 @@ def alert_from_dict(data: dict[str, Any]) -> AlertRecord:
         action=data["action"],
         ts=ts,
         details={k: v for k, v in data.items() if k not in _ALERT_FIELDS},
+        actor=str(data.get("actor", "")),
     )
 
 
@@ -110,10 +115,11 @@ def registered_from_dict(data: dict[str, Any]) -> Registered:
 def event_from_message(message: events_pb.Event) -> Event:
     ts = timestamp_or_none(message, "ts")
     assert ts is not None
-    return Event(message.revision, message.kind, message.subject, orjson.loads(message.payload_json or "{}"), ts)
+    payload = orjson.loads(message.payload_json or "{}")
+    return Event(message.revision, message.kind, message.subject, payload, ts, message.actor)
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
     ts = parse_ts(data["ts"])
     assert ts is not None
-    return Event(int(data["revision"]), data["kind"], data["subject"], data["payload"], ts)
+    return Event(int(data["revision"]), data["kind"], data["subject"], data["payload"], ts, data.get("actor", ""))

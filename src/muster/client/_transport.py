@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import grpc
 import httpx
@@ -18,6 +19,8 @@ from muster._proto.muster.v1 import catalog_pb2 as pb
 from muster._proto.muster.v1 import catalog_pb2_grpc as pb_grpc
 from muster._proto.muster.v1 import events_pb2 as events_pb
 from muster._proto.muster.v1 import events_pb2_grpc as events_grpc
+from muster._proto.muster.v1 import identity_pb2 as identity_pb
+from muster._proto.muster.v1 import identity_pb2_grpc as identity_grpc
 from muster.catalog.index import record_from_dict
 from muster.catalog.model import (
     AlertRecord,
@@ -30,6 +33,7 @@ from muster.catalog.model import (
 )
 from muster.catalog.service import BeatAck, Registered, Stats
 from muster.client import _convert as cv
+from muster.client._credentials import Credentials
 from muster.errors import MusterError, Unavailable, error_for_grpc_code, error_for_http_status
 from muster.events.hub import Event
 from muster.grpc.common import timestamp
@@ -49,6 +53,9 @@ class Transport(Protocol):
     async def stats(self) -> Stats: ...
     async def alerts(self, limit: int, since: datetime | None) -> list[AlertRecord]: ...
     def watch(self, since: int | None, kind_prefix: str, subject_prefix: str) -> AsyncIterator[Event]: ...
+    async def create_token(self, name: str, scopes: list[str], expires: str | None) -> dict[str, Any]: ...
+    async def list_tokens(self) -> list[dict[str, Any]]: ...
+    async def revoke_token(self, name: str) -> dict[str, Any]: ...
 
 
 def grpc_error(exc: grpc.aio.AioRpcError) -> MusterError:
@@ -66,10 +73,13 @@ def _beat_request(beat: HeartbeatInput) -> pb.HeartbeatRequest:
 
 
 class GrpcTransport:
-    def __init__(self, target: str, timeout: float) -> None:
-        self.channel = grpc.aio.insecure_channel(target)
+    def __init__(
+        self, target: str, timeout: float, credentials: Credentials | None = None, *, secure: bool = False
+    ) -> None:
+        self.channel = (credentials or Credentials()).grpc_channel(target, secure=secure)
         self.catalog = pb_grpc.CatalogStub(self.channel)
         self.events = events_grpc.EventsStub(self.channel)
+        self.tokens = identity_grpc.TokensStub(self.channel)
         self.timeout = timeout
 
     async def close(self) -> None:
@@ -157,10 +167,33 @@ class GrpcTransport:
     def heartbeat_stream(self) -> Any:
         return self.catalog.HeartbeatStream()
 
+    async def create_token(self, name: str, scopes: list[str], expires: str | None) -> dict[str, Any]:
+        request = identity_pb.CreateTokenRequest(name=name, scopes=scopes, expires=expires or "")
+        reply = await self._call(self.tokens.CreateToken, request)
+        return {**_token_dict(reply.token), "token": reply.secret}
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        reply = await self._call(self.tokens.ListTokens, identity_pb.ListTokensRequest())
+        return [_token_dict(t) for t in reply.tokens]
+
+    async def revoke_token(self, name: str) -> dict[str, Any]:
+        return _token_dict(await self._call(self.tokens.RevokeToken, identity_pb.RevokeTokenRequest(name=name)))
+
+
+def _token_dict(message: Any) -> dict[str, Any]:
+    from muster.clock import isoformat
+
+    body: dict[str, Any] = {"name": message.name, "scopes": list(message.scopes), "created_by": message.created_by}
+    for name in ("created_at", "expires_at", "revoked_at", "last_used_at"):
+        body[name] = isoformat(getattr(message, name).ToDatetime(tzinfo=UTC)) if message.HasField(name) else None
+    return body
+
 
 class HttpTransport:
-    def __init__(self, base_url: str, timeout: float) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+    def __init__(self, base_url: str, timeout: float, credentials: Credentials | None = None) -> None:
+        credentials = credentials or Credentials()
+        options = credentials.httpx_options() if base_url.startswith("https://") else {"headers": credentials.headers}
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, **options)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -241,5 +274,19 @@ class HttpTransport:
                     if event_name == "error":
                         raise error_for_http_status(409, data)
                     yield cv.event_from_dict(data)
+
+    async def create_token(self, name: str, scopes: list[str], expires: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "scopes": scopes}
+        if expires:
+            body["expires"] = expires
+        result: dict[str, Any] = await self._request("POST", "/tokens", json=body)
+        return result
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        return list((await self._request("GET", "/tokens"))["tokens"])
+
+    async def revoke_token(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("DELETE", f"/tokens/{quote(name, safe='')}")
+        return result
 
 

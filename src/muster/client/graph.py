@@ -209,7 +209,7 @@ def _service_from_dict(data: dict[str, Any]) -> GraphServiceRecord:
     return GraphServiceRecord(
         id=data["id"], service_id=data["service_id"], metadata=data["metadata"], criticality=data["criticality"],
         team=data["team"], discovered=data["discovered"], created_at=_ts(data["created_at"]),
-        updated_at=_ts(data["updated_at"]),
+        updated_at=_ts(data["updated_at"]), owner=data.get("owner", "anonymous"),
     )
 
 
@@ -331,7 +331,7 @@ def _service_from_message(m: pb.GraphService) -> GraphServiceRecord:
     return GraphServiceRecord(
         id=m.id, service_id=m.service_id, metadata=orjson.loads(m.metadata_json or "{}"), criticality=m.criticality,
         team=field_or_none(m, "team"), discovered=m.discovered, created_at=_at(m, "created_at"),
-        updated_at=_at(m, "updated_at"),
+        updated_at=_at(m, "updated_at"), owner=m.owner,
     )
 
 

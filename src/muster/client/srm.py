@@ -16,6 +16,7 @@ refuses reuse.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
@@ -25,6 +26,7 @@ import grpc
 
 from muster._proto.srm import symbol_pb2 as pb
 from muster._proto.srm import symbol_pb2_grpc as pb_grpc
+from muster.client._credentials import Credentials
 from muster.clock import parse_isoformat
 from muster.errors import MusterError, error_for_grpc_code
 from muster.leases.model import (
@@ -68,6 +70,7 @@ def lease_from_message(message: pb.Lease) -> Lease:
         reserved_at=reserved_at,
         expires_at=_ts(message.expires_at),
         updated_at=updated_at,
+        owner=message.owner,
     )
 
 
@@ -85,17 +88,36 @@ def _symbol_message(symbol: PlanSymbol) -> pb.PlanSymbol:
 class SRMClient:
     """One method per ``srm.SymbolRegistry`` RPC."""
 
-    def __init__(self, target: str = "localhost", port: int = 9090, *, rpc_timeout: float = 10.0) -> None:
-        # "host:port" in ``target`` wins over ``port``.
+    def __init__(
+        self,
+        target: str = "localhost",
+        port: int = 9090,
+        *,
+        rpc_timeout: float = 10.0,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        # "host:port" in ``target`` wins over ``port``; a ``grpcs://`` prefix asks for TLS.
+        self.secure = target.startswith("grpcs://")
+        target = target.removeprefix("grpcs://").removeprefix("grpc://")
         self.target = target if ":" in target.rsplit("]", 1)[-1] else f"{target}:{port}"
+        self.credentials = Credentials.resolve(
+            token=token, token_file=token_file, ca_file=ca_file, cert_file=cert_file, key_file=key_file
+        )
         self.rpc_timeout = rpc_timeout
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.SymbolRegistryStub | None = None
         self._closed = False
 
     @classmethod
-    async def connect(cls, target: str = "localhost", port: int = 9090, *, rpc_timeout: float = 10.0) -> SRMClient:
-        client = cls(target, port, rpc_timeout=rpc_timeout)
+    async def connect(
+        cls, target: str = "localhost", port: int = 9090, *, rpc_timeout: float = 10.0, **credentials: Any
+    ) -> SRMClient:
+        """As the constructor; ``credentials``: ``token``, ``token_file``, ``ca_file``, ``cert_file``, ``key_file``."""
+        client = cls(target, port, rpc_timeout=rpc_timeout, **credentials)
         client._open()
         return client
 
@@ -104,7 +126,7 @@ class SRMClient:
             raise RuntimeError("this SRMClient is closed; create a new one")
         if self._stub is None:
             # Created on first use, inside the running event loop (grpc.aio binds to it).
-            self._channel = grpc.aio.insecure_channel(self.target)
+            self._channel = self.credentials.grpc_channel(self.target, secure=self.secure)
             self._stub = pb_grpc.SymbolRegistryStub(self._channel)
         return self._stub
 

@@ -40,7 +40,8 @@ _PAGE = 2000
 _MAX_POLL_SKIP_S = 1.0
 NOTIFY_CHANNEL = "muster_events"
 _PG_PAGE = (
-    "SELECT revision, kind, subject, payload::text, ts FROM events WHERE revision > $1 ORDER BY revision LIMIT $2"
+    "SELECT revision, kind, subject, payload::text, ts, actor FROM events"
+    " WHERE revision > $1 ORDER BY revision LIMIT $2"
 )
 # How long a NOTIFY waits for this process's own writer to apply the commit it announces.
 _NOTIFY_SETTLE = 0.002
@@ -53,6 +54,8 @@ class Event:
     subject: str
     payload: dict[str, Any]
     ts: datetime
+    # Who made the change: a token's name, "anonymous" (auth off) or "muster" (the server's own work).
+    actor: str = "anonymous"
 
     def to_dict(self) -> dict[str, Any]:
         from muster.clock import isoformat
@@ -63,6 +66,7 @@ class Event:
             "subject": self.subject,
             "payload": self.payload,
             "ts": isoformat(self.ts),
+            "actor": self.actor,
         }
 
 
@@ -200,7 +204,9 @@ class EventHub:
         first = self.position + 1
         if rows and all(row["revision"] == first + i for i, row in enumerate(rows)):
             for row in rows:
-                self._dispatch(Event(row["revision"], row["kind"], row["subject"], row["payload"], row["ts"]))
+                self._dispatch(
+                    Event(row["revision"], row["kind"], row["subject"], row["payload"], row["ts"], row["actor"])
+                )
             self._release_waiters()
             return
         if rows:
@@ -248,7 +254,7 @@ class EventHub:
                 log.warning("events.listener_lost", error=repr(exc))
                 await self._drop_listener()
                 return True  # read the page again, through the pool
-            page = [Event(r[0], r[1], r[2], orjson.loads(r[3]), r[4]) for r in records]
+            page = [Event(r[0], r[1], r[2], orjson.loads(r[3]), r[4], r[5]) for r in records]
         else:
             async with self.store.read() as conn:
                 rows = (
@@ -256,7 +262,7 @@ class EventHub:
                         select(events).where(events.c.revision > self.position).order_by(events.c.revision).limit(_PAGE)
                     )
                 ).all()
-            page = [Event(int(row.revision), row.kind, row.subject, row.payload, row.ts) for row in rows]
+            page = [Event(int(row.revision), row.kind, row.subject, row.payload, row.ts, row.actor) for row in rows]
         for event in page:
             self._dispatch(event)
         self._release_waiters()
@@ -334,7 +340,7 @@ class EventHub:
             if not rows:
                 return
             for row in rows:
-                event = Event(int(row.revision), row.kind, row.subject, row.payload, row.ts)
+                event = Event(int(row.revision), row.kind, row.subject, row.payload, row.ts, row.actor)
                 if watch_filter(event):  # again in Python: SQLite's LIKE ignores case, the live filter does not
                     yield event
             cursor = int(rows[-1].revision)

@@ -18,6 +18,8 @@ import structlog
 from sqlalchemy import delete, func, select
 
 from muster._tasks import cancel_and_wait
+from muster.identity.caller import set_current
+from muster.identity.model import SYSTEM
 from muster.store.engine import Store, Tx
 from muster.store.leader import Leadership
 from muster.store.schema import events
@@ -83,6 +85,7 @@ class EventPruner:
             await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
+        set_current(SYSTEM)
         while True:
             await asyncio.sleep(self.interval)
             if not self.leadership.held:

@@ -68,6 +68,7 @@ def _service(record: GraphServiceRecord) -> pb.GraphService:
         discovered=record.discovered,
         created_at=timestamp(record.created_at),
         updated_at=timestamp(record.updated_at),
+        owner=record.owner,
     )
     if record.team is not None:
         message.team = record.team

@@ -267,6 +267,8 @@ class GraphServiceRecord:
     discovered: bool
     created_at: datetime
     updated_at: datetime
+    # The principal that first declared it: only it (or an admin) may delete it.
+    owner: str = "anonymous"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -278,6 +280,7 @@ class GraphServiceRecord:
             "discovered": self.discovered,
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
+            "owner": self.owner,
         }
 
 

@@ -46,6 +46,8 @@ graph_services = Table(
     Column("discovered", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The principal that first declared the node; only it (or an admin) may delete it.
+    Column("owner", Text, nullable=False, server_default="anonymous"),
     UniqueConstraint("service_id"),
     CheckConstraint("criticality IN ('critical', 'high', 'medium', 'low')", name="criticality"),
     Index("ix_graph_services_team", "team", postgresql_where=text("team IS NOT NULL"),

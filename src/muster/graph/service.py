@@ -56,6 +56,8 @@ from muster.graph.model import (
     check_transition,
     require_existable,
 )
+from muster.identity import caller
+from muster.identity.model import require_owner
 from muster.store.engine import Store, Tx
 
 __all__ = ["EVENT_CHUNK", "CycleReport", "GraphService", "Upserted"]
@@ -128,7 +130,7 @@ class GraphService:
         items = data.services
 
         async def op(tx: Tx) -> Upserted:
-            await q.upsert_services(tx.conn, tx.insert, items, tx.now)
+            await q.upsert_services(tx.conn, tx.insert, items, tx.now, tx.actor)
             for chunk in _chunked(items):
                 rows = [[s.service_id, s.criticality] for s in chunk]
                 tx.emit("graph.services_upserted", "services", {"services": rows})
@@ -141,7 +143,7 @@ class GraphService:
 
         async def op(tx: Tx) -> Upserted:
             names = {i.source_service_id for i in items} | {i.target_service_id for i in items}
-            ids, created = await q.ensure_services(tx.conn, tx.insert, names, tx.now)
+            ids, created = await q.ensure_services(tx.conn, tx.insert, names, tx.now, tx.actor)
             await q.upsert_edges(tx.conn, tx.insert, items, ids, tx.now)
             chunks = _chunked(items)
             for number, chunk in enumerate(chunks):
@@ -156,9 +158,13 @@ class GraphService:
 
     async def delete_service(self, service_id: str) -> None:
         require_existable(service_id)
+        principal = caller.current()  # the op runs in the store's writer task: read the caller here
 
         async def op(tx: Tx) -> None:
-            if not await q.delete_service(tx.conn, service_id):
+            existing = await q.get_service(tx.conn, service_id)
+            if existing is not None:
+                require_owner(principal, existing.owner, f"graph service {service_id}")
+            if existing is None or not await q.delete_service(tx.conn, service_id):
                 raise NotFound(f"graph service {service_id} does not exist", field="service_id")
             tx.emit("graph.service_deleted", service_id, {"service_id": service_id})
 

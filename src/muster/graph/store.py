@@ -124,6 +124,7 @@ def _service(row: Row[Any]) -> GraphServiceRecord:
         discovered=bool(row.discovered),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        owner=row.owner,
     )
 
 
@@ -173,7 +174,9 @@ async def load_graph(
 # -- services ------------------------------------------------------------------------------
 
 
-_SERVICE_COLUMNS = ("id", "service_id", "metadata", "criticality", "team", "discovered", "created_at", "updated_at")
+_SERVICE_COLUMNS = (
+    "id", "service_id", "metadata", "criticality", "team", "discovered", "created_at", "updated_at", "owner",
+)
 _EDGE_COLUMNS = (
     "id", "source_id", "target_id", "communication_mode", "criticality", "protocol", "timeout_ms", "retry_config",
     "discovery_source", "confidence_score", "last_observed_at", "is_stale", "created_at", "updated_at",
@@ -205,13 +208,14 @@ _SQLITE_UPSERT_EDGES = _sqlite_upsert(
 
 
 async def upsert_services(
-    conn: AsyncConnection, insert: InsertFn, items: Sequence[ServiceInput], now: datetime
+    conn: AsyncConnection, insert: InsertFn, items: Sequence[ServiceInput], now: datetime, owner: str
 ) -> None:
+    """Create or replace ``items``; a node keeps the owner that first declared it."""
     ordered = sorted(items, key=lambda item: item.service_id)
     if conn.dialect.name == "sqlite":
         at = _sqlite_time(now)
         rows: list[Any] = [
-            (i, s.service_id, _json_text(s.metadata), s.criticality, s.team, 0, at, at)
+            (i, s.service_id, _json_text(s.metadata), s.criticality, s.team, 0, at, at, owner)
             for i, s in zip(time_ordered_hex(len(ordered)), ordered, strict=True)
         ]
         for chunk in _chunks(rows):
@@ -229,7 +233,12 @@ async def upsert_services(
         },
     )
     rows = [
-        dict(zip(_SERVICE_COLUMNS, (i, s.service_id, s.metadata, s.criticality, s.team, False, now, now), strict=True))
+        dict(
+            zip(
+                _SERVICE_COLUMNS, (i, s.service_id, s.metadata, s.criticality, s.team, False, now, now, owner),
+                strict=True,
+            )
+        )
         for i, s in zip(time_ordered_ids(len(ordered)), ordered, strict=True)
     ]
     for chunk in _chunks(rows):
@@ -258,7 +267,7 @@ async def _ids_of(conn: AsyncConnection, names: Sequence[str]) -> dict[str, Any]
 
 
 async def ensure_services(
-    conn: AsyncConnection, insert: InsertFn, names: Iterable[str], now: datetime
+    conn: AsyncConnection, insert: InsertFn, names: Iterable[str], now: datetime, owner: str
 ) -> tuple[dict[str, Any], list[str]]:
     """Ids of ``names``, creating the unknown ones with ``discovered=true``; returns (ids, created).
 
@@ -272,7 +281,7 @@ async def ensure_services(
     if conn.dialect.name == "sqlite":
         at = _sqlite_time(now)
         rows: list[Any] = [
-            (i, name, "{}", "medium", None, 1, at, at)
+            (i, name, "{}", "medium", None, 1, at, at, owner)
             for i, name in zip(time_ordered_hex(len(missing)), missing, strict=True)
         ]
         for chunk in _chunks(rows):
@@ -286,7 +295,7 @@ async def ensure_services(
             .returning(graph_services.c.service_id)
         )
         rows = [
-            dict(zip(_SERVICE_COLUMNS, (i, name, {}, "medium", None, True, now, now), strict=True))
+            dict(zip(_SERVICE_COLUMNS, (i, name, {}, "medium", None, True, now, now, owner), strict=True))
             for i, name in zip(time_ordered_ids(len(missing)), missing, strict=True)
         ]
         created: set[str] = set()

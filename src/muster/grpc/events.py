@@ -33,4 +33,5 @@ class EventsServicer(pb_grpc.EventsServicer):
                 subject=event.subject,
                 payload_json=orjson.dumps(event.payload).decode(),
                 ts=timestamp(event.ts),
+                actor=event.actor,
             )

@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from muster._proto.muster.v1 import catalog_pb2, catalog_pb2_grpc, events_pb2, events_pb2_grpc
 from muster.catalog.grpc import CatalogServicer
+from muster.config import Settings
 from muster.grpc.events import EventsServicer
 from muster.runtime import Runtime
 
@@ -26,6 +27,14 @@ _OPTIONS = [
 ]
 
 
+def server_credentials(settings: Settings) -> grpc.ServerCredentials:
+    """TLS for the gRPC door; with a client CA, client certificates are required (mTLS)."""
+    assert settings.tls_cert is not None and settings.tls_key is not None
+    pair = (settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())
+    ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca is not None else None
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
 class GrpcDoor:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -35,7 +44,16 @@ class GrpcDoor:
         self._readiness_task: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
-        server = grpc.aio.server(options=_OPTIONS)
+        settings = self.runtime.settings
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if settings.auth:
+            from muster.identity.doors import AuthInterceptor, Authorizer
+
+            authorizer = Authorizer(
+                self.runtime.contexts["identity"], enabled=True, principal_from_cn=settings.tls_principal_from_cn
+            )
+            interceptors.append(AuthInterceptor(authorizer))
+        server = grpc.aio.server(options=_OPTIONS, interceptors=interceptors)
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.runtime.catalog), server)
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.runtime.hub), server)
         names: list[str] = [
@@ -49,7 +67,11 @@ class GrpcDoor:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-        self.port = server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        if settings.tls:
+            self.port = server.add_secure_port(address, server_credentials(settings))
+        else:
+            self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
         await server.start()

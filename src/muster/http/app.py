@@ -154,5 +154,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         make_router = getattr(context, "http_router", None)
         if make_router is not None:
             app.include_router(make_router())
-    app.add_middleware(EdgeMiddleware, max_body_bytes=runtime.settings.max_body_bytes)
+    settings = runtime.settings
+    if settings.auth:  # inside the edge: refusals get a request id and are counted like any answer
+        from muster.identity.doors import AuthMiddleware, Authorizer
+
+        authorizer = Authorizer(
+            runtime.contexts["identity"], enabled=True, principal_from_cn=settings.tls_principal_from_cn
+        )
+        app.add_middleware(
+            AuthMiddleware, authorizer=authorizer, router=app.router, metrics_auth=settings.metrics_auth
+        )
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -52,6 +52,7 @@ def lease_message(lease: Lease) -> pb.Lease:
         reserved_at=timestamp_text(lease.reserved_at),
         expires_at=_optional_text(lease.expires_at),
         updated_at=timestamp_text(lease.updated_at),
+        owner=lease.owner,
     )
 
 

@@ -220,6 +220,8 @@ class Lease:
     reserved_at: datetime
     expires_at: datetime | None
     updated_at: datetime
+    # The principal that reserved it: only it (or an admin) may claim, release or extend it.
+    owner: str = "anonymous"
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -257,6 +259,7 @@ class Lease:
             "reserved_at": timestamp_text(self.reserved_at),
             "expires_at": None if self.expires_at is None else timestamp_text(self.expires_at),
             "updated_at": timestamp_text(self.updated_at),
+            "owner": self.owner,
         }
 
 
@@ -308,6 +311,7 @@ def lease_from_dict(data: dict[str, Any]) -> Lease:
         reserved_at=reserved_at,
         expires_at=_ts(data.get("expires_at")),
         updated_at=updated_at,
+        owner=data.get("owner", "anonymous"),
     )
 
 

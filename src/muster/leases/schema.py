@@ -41,6 +41,8 @@ leases = Table(
     Column("reserved_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The principal that reserved it; only it (or an admin) may claim, release or extend it.
+    Column("owner", Text, nullable=False, server_default="anonymous"),
     CheckConstraint(
         "status IN ('reserved', 'active', 'deprecated', 'released', 'expired')", name="status"
     ),

@@ -24,6 +24,9 @@ from muster._tasks import cancel_and_wait
 from muster.clock import Clock, isoformat
 from muster.errors import Conflict, Invalid, NotFound
 from muster.events.hub import Event, EventHub, WatchFilter
+from muster.identity import caller
+from muster.identity.caller import set_current
+from muster.identity.model import SYSTEM, require_owner
 from muster.leases import model
 from muster.leases import store as q
 from muster.leases.metrics import LOOKUP_LATENCY_MS, reserves_with_status
@@ -52,10 +55,12 @@ _SWEEP_BATCH = 500
 _MAX_BATCH = 256
 
 Key = tuple[str, str, str]
-Request = tuple[PlanSymbol, str | None, int]  # symbol, plan_id, ttl_sec
+Request = tuple[PlanSymbol, str | None, int, str]  # symbol, plan_id, ttl_sec, owner
 
 
-def _new_reservation(symbol: PlanSymbol, plan_id: str | None, ttl_sec: int, now: datetime) -> q.NewReservation:
+def _new_reservation(
+    symbol: PlanSymbol, plan_id: str | None, ttl_sec: int, owner: str, now: datetime
+) -> q.NewReservation:
     return q.NewReservation(
         symbol.repo,
         symbol.branch,
@@ -65,6 +70,7 @@ def _new_reservation(symbol: PlanSymbol, plan_id: str | None, ttl_sec: int, now:
         plan_id,
         now,
         now + timedelta(seconds=ttl_sec),
+        owner,
     )
 
 
@@ -82,6 +88,7 @@ def _reserved_lease(lease_id: int, row: q.NewReservation) -> Lease:
         reserved_at=row.reserved_at,
         expires_at=row.expires_at,
         updated_at=row.reserved_at,
+        owner=row.owner,
     )
 
 
@@ -111,7 +118,7 @@ class LeasesService:
         self.sweep_interval = sweep_interval
         self._latest: dict[Key, Lease] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        self._pending: list[tuple[ReserveInput, asyncio.Future[Lease]]] = []
+        self._pending: list[tuple[ReserveInput, asyncio.Future[Lease], str]] = []  # input, caller, owner
         self._batcher: asyncio.Task[None] | None = None
         hub.add_applier(self._apply)
 
@@ -154,7 +161,7 @@ class LeasesService:
         the commit.
         """
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        self._pending.append((data, future))
+        self._pending.append((data, future, caller.current().name))
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._drain(), name="muster-leases-reserve-batch")
         try:
@@ -168,7 +175,7 @@ class LeasesService:
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-            requests: list[Request] = [(data, data.plan_id, data.ttl_sec) for data, _ in batch]
+            requests: list[Request] = [(data, data.plan_id, data.ttl_sec, owner) for data, _, owner in batch]
 
             async def op(tx: Tx, requests: list[Request] = requests) -> list[Lease | Conflict]:
                 return await self._reserve_many(tx, requests)
@@ -176,11 +183,11 @@ class LeasesService:
             try:
                 outcomes = await self.store.write(op)
             except Exception as exc:  # the whole transaction failed (store unavailable): tell everyone
-                for _, future in batch:
+                for _, future, _owner in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+            for (_, future, _owner), outcome in zip(batch, outcomes, strict=True):
                 if future.done():  # the caller went away; the outcome stands
                     continue
                 if isinstance(outcome, Conflict):
@@ -190,7 +197,7 @@ class LeasesService:
 
     async def _reserve_many(self, tx: Tx, requests: list[Request]) -> list[Lease | Conflict]:
         """Reserve each requested symbol that is free (by ``tx.now``); a ``Conflict`` for each that is not."""
-        rows = [_new_reservation(symbol, plan_id, ttl, tx.now) for symbol, plan_id, ttl in requests]
+        rows = [_new_reservation(symbol, plan_id, ttl, owner, tx.now) for symbol, plan_id, ttl, owner in requests]
         keys = [row.key for row in rows]
         granted = await q.insert_reservations(tx, rows)
         missed = [key for key in dict.fromkeys(keys) if key not in granted]
@@ -219,12 +226,13 @@ class LeasesService:
             claimed.add(key)
             outcomes.append(_reserved_lease(lease_id, row))
         for lease in sorted((o for o in outcomes if isinstance(o, Lease)), key=lambda lease: lease.lease_id):
-            tx.emit("leases.reserved", lease.subject, {"lease": lease.to_dict()})
+            tx.emit("leases.reserved", lease.subject, {"lease": lease.to_dict()}, actor=lease.owner)
         return outcomes
 
     async def reserve_plan(self, data: ReservePlanInput) -> list[Lease]:
         """Reserve every symbol of the plan in one transaction, or none (``Conflict`` names the held ones)."""
-        requests: list[Request] = [(symbol, data.plan_id, data.ttl_sec) for symbol in data.symbols]
+        owner = caller.current().name
+        requests: list[Request] = [(symbol, data.plan_id, data.ttl_sec, owner) for symbol in data.symbols]
 
         async def op(tx: Tx) -> list[Lease]:
             outcomes = await self._reserve_many(tx, requests)
@@ -257,10 +265,13 @@ class LeasesService:
         return await self._transition(data.lease_id, lambda lease, now: model.extend(lease, data.ttl_sec, now))
 
     async def _transition(self, lease_id: int, change: Callable[[Lease, Any], Transition]) -> Lease:
+        principal = caller.current()  # the op runs in the store's writer task: read the caller here
+
         async def op(tx: Tx) -> Lease:
             lease = await q.get_lease(tx, lease_id)
             if lease is None:
                 raise NotFound(f"lease {lease_id} does not exist", field="lease_id")
+            require_owner(principal, lease.owner, f"lease {lease_id}")
             step = change(lease, tx.now)
             if step.event is not None:
                 await q.save(tx, step.lease)
@@ -308,6 +319,7 @@ class LeasesService:
         Every reservation, however many the plan holds; the reply lists the plan's first
         ``MAX_PLAN_LEASES`` leases after the call, as :meth:`get_plan` does.
         """
+        principal = caller.current()
 
         async def op(tx: Tx) -> PlanRelease:
             released, ended = 0, 1
@@ -316,6 +328,7 @@ class LeasesService:
                 for lease in await q.plan_leases(
                     tx.conn, plan_id, limit=MAX_PLAN_LEASES, for_update=True, status="reserved"
                 ):
+                    require_owner(principal, lease.owner, f"plan {plan_id} (lease {lease.lease_id})")
                     step = model.release(lease, tx.now)
                     if step.event is not None:
                         await q.save(tx, step.lease)
@@ -373,6 +386,7 @@ class LeasesService:
                 return total
 
     async def _sweep_loop(self) -> None:
+        set_current(SYSTEM)
         while True:
             await asyncio.sleep(self.sweep_interval)
             try:

@@ -76,6 +76,7 @@ class NewReservation(NamedTuple):
     plan_id: str | None
     reserved_at: datetime
     expires_at: datetime
+    owner: str = "anonymous"
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -84,10 +85,10 @@ class NewReservation(NamedTuple):
 
 _INSERT_HEAD = (
     "INSERT INTO leases (repo, branch, fq_name, kind, file_path, plan_id, status, commit_sha,"
-    " reserved_at, expires_at, updated_at) "
+    " reserved_at, expires_at, updated_at, owner) "
 )
 _INSERT_TAIL = " ON CONFLICT DO NOTHING RETURNING lease_id, repo, branch, fq_name"
-_SQLITE_ROW = "(?, ?, ?, ?, ?, ?, 'reserved', NULL, ?, ?, ?)"
+_SQLITE_ROW = "(?, ?, ?, ?, ?, ?, 'reserved', NULL, ?, ?, ?, ?)"
 # One statement for any number of rows: asyncpg prepares it once per connection. It takes the
 # symbols' advisory locks first (``lock_symbols``): the aggregate consumes every lock before
 # the join yields a row, so no lease id is drawn before its symbol is locked (see ``_lock_keys``).
@@ -95,9 +96,9 @@ _POSTGRES_INSERT = (
     "WITH locked AS (SELECT count(pg_advisory_xact_lock(hashtextextended(l, 0))) AS n"
     " FROM unnest(CAST($9 AS text[])) AS l) "
     + _INSERT_HEAD
-    + "SELECT r, b, f, k, p, pl, 'reserved', NULL, $7, e, $7 FROM locked, unnest("
+    + "SELECT r, b, f, k, p, pl, 'reserved', NULL, $7, e, $7, o FROM locked, unnest("
     "CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]),"
-    " CAST($6 AS text[]), CAST($8 AS timestamptz[])) AS t(r, b, f, k, p, pl, e)"
+    " CAST($6 AS text[]), CAST($8 AS timestamptz[]), CAST($10 AS text[])) AS t(r, b, f, k, p, pl, e, o)"
     + _INSERT_TAIL
 )
 
@@ -128,13 +129,13 @@ async def insert_reservations(tx: Tx, rows: Sequence[NewReservation]) -> dict[tu
     if tx.dialect == "postgresql":
         columns = [list(column) for column in zip(*rows, strict=True)]
         expires = [bind(at) for at in columns[7]]
-        params: tuple[Any, ...] = (*columns[:6], now, expires, _lock_keys([row.key for row in rows]))
+        params: tuple[Any, ...] = (*columns[:6], now, expires, _lock_keys([row.key for row in rows]), columns[8])
         # A list of one tuple: one execution with positional parameters (not executemany).
         result: Any = await tx.conn.exec_driver_sql(_POSTGRES_INSERT, [params])
     else:
         flat: list[Any] = []
         for row in rows:
-            flat += (*row[:6], now, bind(row.expires_at), now)
+            flat += (*row[:6], now, bind(row.expires_at), now, row.owner)
         result = await tx.sqlite_fetchall(_sqlite_insert(len(rows)), tuple(flat))
     return {(row[1], row[2], row[3]): int(row[0]) for row in result}
 

@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from muster._tasks import cancel_and_wait
 from muster.clock import Clock, SystemClock
 from muster.errors import Invalid, Unavailable
+from muster.identity import caller as identity_caller
 from muster.store.schema import events
 
 __all__ = ["PendingEvent", "Store", "Tx"]
@@ -58,16 +59,17 @@ log = structlog.get_logger("muster.store")
 _EVENT_APPEND_LOCK = 0x6D75737465720001
 _PG_APPEND_LOCK = "SELECT pg_advisory_xact_lock($1)"
 _SQLITE_HEAD = "SELECT coalesce(max(revision), 0) FROM events"
-_SQLITE_APPEND = "INSERT INTO events (revision, kind, subject, payload, ts) VALUES (?, ?, ?, ?, ?)"
+_SQLITE_APPEND = "INSERT INTO events (revision, kind, subject, payload, ts, actor) VALUES (?, ?, ?, ?, ?, ?)"
 # One round trip: number the group's events after the head, insert them, and NOTIFY every
 # hub with the group's last revision (delivered on commit). Returns the first revision.
 _PG_APPEND = (
     "WITH head AS (SELECT coalesce(max(revision), 0) AS revision FROM events),"
     " appended AS ("
-    "INSERT INTO events (revision, kind, subject, payload, ts)"
-    " SELECT head.revision + e.n, e.kind, e.subject, CAST(e.payload AS jsonb), e.ts FROM head,"
-    " unnest(CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS timestamptz[]))"
-    " WITH ORDINALITY AS e(kind, subject, payload, ts, n)"
+    "INSERT INTO events (revision, kind, subject, payload, ts, actor)"
+    " SELECT head.revision + e.n, e.kind, e.subject, CAST(e.payload AS jsonb), e.ts, e.actor FROM head,"
+    " unnest(CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS timestamptz[]),"
+    " CAST($5 AS text[]))"
+    " WITH ORDINALITY AS e(kind, subject, payload, ts, actor, n)"
     " RETURNING revision)"
     " SELECT min(revision), pg_notify('muster_events', max(revision)::text) FROM appended"
 )
@@ -79,6 +81,7 @@ class PendingEvent:
     kind: str
     subject: str
     payload: dict[str, Any]
+    actor: str
 
 
 @dataclass(slots=True)
@@ -88,11 +91,13 @@ class Tx:
     conn: AsyncConnection
     now: datetime
     dialect: str
+    # The principal whose request this operation serves; every event it emits carries it.
+    actor: str = "muster"
     pending: list[PendingEvent] = field(default_factory=list)
 
-    def emit(self, kind: str, subject: str, payload: dict[str, Any]) -> None:
-        """Record an event; it is appended to the log in this transaction."""
-        self.pending.append(PendingEvent(kind, subject, payload))
+    def emit(self, kind: str, subject: str, payload: dict[str, Any], *, actor: str | None = None) -> None:
+        """Record an event (by ``actor``, default the operation's); it is appended in this transaction."""
+        self.pending.append(PendingEvent(kind, subject, payload, actor or self.actor))
 
     def insert(self, table: Any) -> Any:
         """The dialect's INSERT construct (both support ``on_conflict_do_nothing``)."""
@@ -117,6 +122,8 @@ class Tx:
 
 
 WriteOp = Callable[[Tx], Awaitable[T]]
+# A queued write: the operation, its caller's future, and the caller's principal (the events' actor).
+_Queued = tuple[WriteOp[Any], asyncio.Future[Any], str]
 
 
 def _orjson_text(value: Any) -> str:
@@ -172,7 +179,7 @@ class Store:
         self.clock: Clock = clock or SystemClock()
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
         self._on_commit: list[Callable[[list[dict[str, Any]]], Awaitable[None]]] = []
-        self._writer_queue: asyncio.Queue[tuple[WriteOp[Any], asyncio.Future[Any]]] | None = None
+        self._writer_queue: asyncio.Queue[tuple[WriteOp[Any], asyncio.Future[Any], str]] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         self._groups_in_flight = 0
@@ -285,7 +292,7 @@ class Store:
             self._writer_queue = asyncio.Queue()
             self._writer_task = asyncio.create_task(self._group_writer(), name="muster-store-writer")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._writer_queue.put((op, future))
+        await self._writer_queue.put((op, future, identity_caller.current().name))
         return await future
 
     @property
@@ -304,7 +311,7 @@ class Store:
             batch = [await queue.get()]
             while len(batch) < _MAX_GROUP and not queue.empty():
                 batch.append(queue.get_nowait())
-            batch = [(op, fut) for op, fut in batch if not fut.cancelled()]
+            batch = [item for item in batch if not item[1].cancelled()]
             if batch:
                 self._groups_in_flight += 1
                 try:
@@ -312,7 +319,7 @@ class Store:
                 finally:
                     self._groups_in_flight -= 1
 
-    async def _commit_group(self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]) -> None:
+    async def _commit_group(self, batch: list[_Queued]) -> None:
         """Commit a group of queued operations with one fsync.
 
         Optimistic: operations run back to back in one transaction and all their
@@ -347,7 +354,7 @@ class Store:
         except Exception as exc:
             log.error("store.commit_failed", error=repr(exc))
             failure = Unavailable(f"store write failed: {exc.__class__.__name__}")
-            for _op, future in batch:
+            for _op, future, _actor in batch:
                 if not future.done():
                     future.set_exception(failure)
             return
@@ -366,7 +373,7 @@ class Store:
                 future.set_result(value)
 
     async def _run_alone(
-        self, item: tuple[WriteOp[Any], asyncio.Future[Any]], committed: list[dict[str, Any]]
+        self, item: _Queued, committed: list[dict[str, Any]]
     ) -> list[_Outcome]:
         for attempt in range(_RETRIES):
             try:
@@ -379,7 +386,7 @@ class Store:
 
     async def _run_group(
         self,
-        batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]],
+        batch: list[_Queued],
         *,
         savepoints: bool,
         committed: list[dict[str, Any]],
@@ -396,8 +403,8 @@ class Store:
         async with self.write_engine.connect() as conn:
             await conn.begin()
             raw = (await conn.get_raw_connection()).driver_connection if self.dialect == "sqlite" else None
-            for op, future in batch:
-                tx = Tx(conn=conn, now=self.clock.now(), dialect=self.dialect)
+            for op, future, actor in batch:
+                tx = Tx(conn=conn, now=self.clock.now(), dialect=self.dialect, actor=actor)
                 changes = raw.total_changes if raw is not None else 0
                 try:
                     if savepoints:
@@ -446,6 +453,7 @@ class Store:
                 [item.subject for item, _ in items],
                 [_orjson_text(item.payload) for item, _ in items],
                 [bind(now) for _, now in items],
+                [item.actor for item, _ in items],
             )
             head = int((await conn.exec_driver_sql(_PG_APPEND, [parameters])).scalar_one()) - 1
         else:  # BEGIN IMMEDIATE holds the only write lock; straight on the driver (one thread hop each)
@@ -455,12 +463,18 @@ class Store:
             await raw.executemany(
                 _SQLITE_APPEND,
                 [
-                    (revision, item.kind, item.subject, _orjson_text(item.payload), sqlite_timestamp(now))
+                    (
+                        revision, item.kind, item.subject, _orjson_text(item.payload), sqlite_timestamp(now),
+                        item.actor,
+                    )
                     for revision, (item, now) in enumerate(items, start=head + 1)
                 ],
             )
         return [
-            {"revision": revision, "kind": item.kind, "subject": item.subject, "payload": item.payload, "ts": now}
+            {
+                "revision": revision, "kind": item.kind, "subject": item.subject, "payload": item.payload, "ts": now,
+                "actor": item.actor,
+            }
             for revision, (item, now) in enumerate(items, start=head + 1)
         ]
 

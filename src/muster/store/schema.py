@@ -92,6 +92,9 @@ events = Table(
     Column("subject", Text, nullable=False),
     Column("payload", JSONType, nullable=False),
     Column("ts", UTCDateTime, nullable=False),
+    # The principal whose request made the change ("muster" for the server's own work,
+    # "anonymous" where auth is off): the event log is the audit trail.
+    Column("actor", Text, nullable=False, server_default="anonymous"),
     Index("ix_events_kind_revision", "kind", "revision"),
     sqlite_autoincrement=True,
 )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10srm/symbol.proto\x12\x03srm\"\x82\x01\n\x0eReserveRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0f\n\x07\x66q_name\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x11\n\tfile_path\x18\x05 \x01(\t\x12\x0f\n\x07plan_id\x18\x06 \x01(\t\x12\x0f\n\x07ttl_sec\x18\x07 \x01(\x05\"_\n\x0cReserveReply\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\t\x12\x19\n\x05lease\x18\x04 \x01(\x0b\x32\n.srm.Lease\"4\n\x0c\x43laimRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x12\n\ncommit_sha\x18\x02 \x01(\t\"7\n\nClaimReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x19\n\x05lease\x18\x02 \x01(\x0b\x32\n.srm.Lease\">\n\rLookupRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0f\n\x07\x66q_name\x18\x03 \x01(\t\"_\n\x0bLookupReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tfile_path\x18\x02 \x01(\t\x12\x12\n\ncommit_sha\x18\x03 \x01(\t\x12\x19\n\x05lease\x18\x04 \x01(\x0b\x32\n.srm.Lease\"\xdb\x01\n\x05Lease\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0c\n\x04repo\x18\x02 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x03 \x01(\t\x12\x0f\n\x07\x66q_name\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x11\n\tfile_path\x18\x06 \x01(\t\x12\x0f\n\x07plan_id\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x12\n\ncommit_sha\x18\t \x01(\t\x12\x13\n\x0breserved_at\x18\n \x01(\t\x12\x12\n\nexpires_at\x18\x0b \x01(\t\x12\x12\n\nupdated_at\x18\x0c \x01(\t\"\"\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\"9\n\x0cReleaseReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x19\n\x05lease\x18\x02 \x01(\x0b\x32\n.srm.Lease\"2\n\rExtendRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0f\n\x07ttl_sec\x18\x02 \x01(\x05\"L\n\x0b\x45xtendReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\t\x12\x19\n\x05lease\x18\x03 \x01(\x0b\x32\n.srm.Lease\"J\n\x0cWatchRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x12\n\x05since\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x08\n\x06_since\"S\n\nLeaseEvent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x19\n\x05lease\x18\x03 \x01(\x0b\x32\n.srm.Lease\x12\n\n\x02ts\x18\x04 \x01(\t\"\\\n\nPlanSymbol\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0f\n\x07\x66q_name\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x11\n\tfile_path\x18\x05 \x01(\t\"X\n\x12ReservePlanRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12 \n\x07symbols\x18\x02 \x03(\x0b\x32\x0f.srm.PlanSymbol\x12\x0f\n\x07ttl_sec\x18\x03 \x01(\x05\"8\n\tPlanReply\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x1a\n\x06leases\x18\x02 \x03(\x0b\x32\n.srm.Lease\"!\n\x0eGetPlanRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\"%\n\x12ReleasePlanRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\"Q\n\x10ReleasePlanReply\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x10\n\x08released\x18\x02 \x01(\x05\x12\x1a\n\x06leases\x18\x03 \x03(\x0b\x32\n.srm.Lease2\xd9\x03\n\x0eSymbolRegistry\x12\x31\n\x07Reserve\x12\x13.srm.ReserveRequest\x1a\x11.srm.ReserveReply\x12+\n\x05\x43laim\x12\x11.srm.ClaimRequest\x1a\x0f.srm.ClaimReply\x12.\n\x06Lookup\x12\x12.srm.LookupRequest\x1a\x10.srm.LookupReply\x12\x31\n\x07Release\x12\x13.srm.ReleaseRequest\x1a\x11.srm.ReleaseReply\x12.\n\x06\x45xtend\x12\x12.srm.ExtendRequest\x1a\x10.srm.ExtendReply\x12-\n\x05Watch\x12\x11.srm.WatchRequest\x1a\x0f.srm.LeaseEvent0\x01\x12\x36\n\x0bReservePlan\x12\x17.srm.ReservePlanRequest\x1a\x0e.srm.PlanReply\x12.\n\x07GetPlan\x12\x13.srm.GetPlanRequest\x1a\x0e.srm.PlanReply\x12=\n\x0bReleasePlan\x12\x17.srm.ReleasePlanRequest\x1a\x15.srm.ReleasePlanReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10srm/symbol.proto\x12\x03srm\"\x82\x01\n\x0eReserveRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0f\n\x07\x66q_name\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x11\n\tfile_path\x18\x05 \x01(\t\x12\x0f\n\x07plan_id\x18\x06 \x01(\t\x12\x0f\n\x07ttl_sec\x18\x07 \x01(\x05\"_\n\x0cReserveReply\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\t\x12\x19\n\x05lease\x18\x04 \x01(\x0b\x32\n.srm.Lease\"4\n\x0c\x43laimRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x12\n\ncommit_sha\x18\x02 \x01(\t\"7\n\nClaimReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x19\n\x05lease\x18\x02 \x01(\x0b\x32\n.srm.Lease\">\n\rLookupRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0f\n\x07\x66q_name\x18\x03 \x01(\t\"_\n\x0bLookupReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tfile_path\x18\x02 \x01(\t\x12\x12\n\ncommit_sha\x18\x03 \x01(\t\x12\x19\n\x05lease\x18\x04 \x01(\x0b\x32\n.srm.Lease\"\xea\x01\n\x05Lease\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0c\n\x04repo\x18\x02 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x03 \x01(\t\x12\x0f\n\x07\x66q_name\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x11\n\tfile_path\x18\x06 \x01(\t\x12\x0f\n\x07plan_id\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x12\n\ncommit_sha\x18\t \x01(\t\x12\x13\n\x0breserved_at\x18\n \x01(\t\x12\x12\n\nexpires_at\x18\x0b \x01(\t\x12\x12\n\nupdated_at\x18\x0c \x01(\t\x12\r\n\x05owner\x18\r \x01(\t\"\"\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\"9\n\x0cReleaseReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x19\n\x05lease\x18\x02 \x01(\x0b\x32\n.srm.Lease\"2\n\rExtendRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0f\n\x07ttl_sec\x18\x02 \x01(\x05\"L\n\x0b\x45xtendReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\t\x12\x19\n\x05lease\x18\x03 \x01(\x0b\x32\n.srm.Lease\"J\n\x0cWatchRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x12\n\x05since\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x08\n\x06_since\"S\n\nLeaseEvent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x19\n\x05lease\x18\x03 \x01(\x0b\x32\n.srm.Lease\x12\n\n\x02ts\x18\x04 \x01(\t\"\\\n\nPlanSymbol\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0f\n\x07\x66q_name\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x11\n\tfile_path\x18\x05 \x01(\t\"X\n\x12ReservePlanRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12 \n\x07symbols\x18\x02 \x03(\x0b\x32\x0f.srm.PlanSymbol\x12\x0f\n\x07ttl_sec\x18\x03 \x01(\x05\"8\n\tPlanReply\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x1a\n\x06leases\x18\x02 \x03(\x0b\x32\n.srm.Lease\"!\n\x0eGetPlanRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\"%\n\x12ReleasePlanRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\"Q\n\x10ReleasePlanReply\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x10\n\x08released\x18\x02 \x01(\x05\x12\x1a\n\x06leases\x18\x03 \x03(\x0b\x32\n.srm.Lease2\xd9\x03\n\x0eSymbolRegistry\x12\x31\n\x07Reserve\x12\x13.srm.ReserveRequest\x1a\x11.srm.ReserveReply\x12+\n\x05\x43laim\x12\x11.srm.ClaimRequest\x1a\x0f.srm.ClaimReply\x12.\n\x06Lookup\x12\x12.srm.LookupRequest\x1a\x10.srm.LookupReply\x12\x31\n\x07Release\x12\x13.srm.ReleaseRequest\x1a\x11.srm.ReleaseReply\x12.\n\x06\x45xtend\x12\x12.srm.ExtendRequest\x1a\x10.srm.ExtendReply\x12-\n\x05Watch\x12\x11.srm.WatchRequest\x1a\x0f.srm.LeaseEvent0\x01\x12\x36\n\x0bReservePlan\x12\x17.srm.ReservePlanRequest\x1a\x0e.srm.PlanReply\x12.\n\x07GetPlan\x12\x13.srm.GetPlanRequest\x1a\x0e.srm.PlanReply\x12=\n\x0bReleasePlan\x12\x17.srm.ReleasePlanRequest\x1a\x15.srm.ReleasePlanReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,31 +44,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPREPLY']._serialized_start=430
   _globals['_LOOKUPREPLY']._serialized_end=525
   _globals['_LEASE']._serialized_start=528
-  _globals['_LEASE']._serialized_end=747
-  _globals['_RELEASEREQUEST']._serialized_start=749
-  _globals['_RELEASEREQUEST']._serialized_end=783
-  _globals['_RELEASEREPLY']._serialized_start=785
-  _globals['_RELEASEREPLY']._serialized_end=842
-  _globals['_EXTENDREQUEST']._serialized_start=844
-  _globals['_EXTENDREQUEST']._serialized_end=894
-  _globals['_EXTENDREPLY']._serialized_start=896
-  _globals['_EXTENDREPLY']._serialized_end=972
-  _globals['_WATCHREQUEST']._serialized_start=974
-  _globals['_WATCHREQUEST']._serialized_end=1048
-  _globals['_LEASEEVENT']._serialized_start=1050
-  _globals['_LEASEEVENT']._serialized_end=1133
-  _globals['_PLANSYMBOL']._serialized_start=1135
-  _globals['_PLANSYMBOL']._serialized_end=1227
-  _globals['_RESERVEPLANREQUEST']._serialized_start=1229
-  _globals['_RESERVEPLANREQUEST']._serialized_end=1317
-  _globals['_PLANREPLY']._serialized_start=1319
-  _globals['_PLANREPLY']._serialized_end=1375
-  _globals['_GETPLANREQUEST']._serialized_start=1377
-  _globals['_GETPLANREQUEST']._serialized_end=1410
-  _globals['_RELEASEPLANREQUEST']._serialized_start=1412
-  _globals['_RELEASEPLANREQUEST']._serialized_end=1449
-  _globals['_RELEASEPLANREPLY']._serialized_start=1451
-  _globals['_RELEASEPLANREPLY']._serialized_end=1532
-  _globals['_SYMBOLREGISTRY']._serialized_start=1535
-  _globals['_SYMBOLREGISTRY']._serialized_end=2008
+  _globals['_LEASE']._serialized_end=762
+  _globals['_RELEASEREQUEST']._serialized_start=764
+  _globals['_RELEASEREQUEST']._serialized_end=798
+  _globals['_RELEASEREPLY']._serialized_start=800
+  _globals['_RELEASEREPLY']._serialized_end=857
+  _globals['_EXTENDREQUEST']._serialized_start=859
+  _globals['_EXTENDREQUEST']._serialized_end=909
+  _globals['_EXTENDREPLY']._serialized_start=911
+  _globals['_EXTENDREPLY']._serialized_end=987
+  _globals['_WATCHREQUEST']._serialized_start=989
+  _globals['_WATCHREQUEST']._serialized_end=1063
+  _globals['_LEASEEVENT']._serialized_start=1065
+  _globals['_LEASEEVENT']._serialized_end=1148
+  _globals['_PLANSYMBOL']._serialized_start=1150
+  _globals['_PLANSYMBOL']._serialized_end=1242
+  _globals['_RESERVEPLANREQUEST']._serialized_start=1244
+  _globals['_RESERVEPLANREQUEST']._serialized_end=1332
+  _globals['_PLANREPLY']._serialized_start=1334
+  _globals['_PLANREPLY']._serialized_end=1390
+  _globals['_GETPLANREQUEST']._serialized_start=1392
+  _globals['_GETPLANREQUEST']._serialized_end=1425
+  _globals['_RELEASEPLANREQUEST']._serialized_start=1427
+  _globals['_RELEASEPLANREQUEST']._serialized_end=1464
+  _globals['_RELEASEPLANREPLY']._serialized_start=1466
+  _globals['_RELEASEPLANREPLY']._serialized_end=1547
+  _globals['_SYMBOLREGISTRY']._serialized_start=1550
+  _globals['_SYMBOLREGISTRY']._serialized_end=2023
 # @@protoc_insertion_point(module_scope)

@@ -75,7 +75,7 @@ class LookupReply(_message.Message):
     def __init__(self, status: _Optional[str] = ..., file_path: _Optional[str] = ..., commit_sha: _Optional[str] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("lease_id", "repo", "branch", "fq_name", "kind", "file_path", "plan_id", "status", "commit_sha", "reserved_at", "expires_at", "updated_at")
+    __slots__ = ("lease_id", "repo", "branch", "fq_name", "kind", "file_path", "plan_id", "status", "commit_sha", "reserved_at", "expires_at", "updated_at", "owner")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     REPO_FIELD_NUMBER: _ClassVar[int]
     BRANCH_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class Lease(_message.Message):
     RESERVED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     lease_id: int
     repo: str
     branch: str
@@ -100,7 +101,8 @@ class Lease(_message.Message):
     reserved_at: str
     expires_at: str
     updated_at: str
-    def __init__(self, lease_id: _Optional[int] = ..., repo: _Optional[str] = ..., branch: _Optional[str] = ..., fq_name: _Optional[str] = ..., kind: _Optional[str] = ..., file_path: _Optional[str] = ..., plan_id: _Optional[str] = ..., status: _Optional[str] = ..., commit_sha: _Optional[str] = ..., reserved_at: _Optional[str] = ..., expires_at: _Optional[str] = ..., updated_at: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, lease_id: _Optional[int] = ..., repo: _Optional[str] = ..., branch: _Optional[str] = ..., fq_name: _Optional[str] = ..., kind: _Optional[str] = ..., file_path: _Optional[str] = ..., plan_id: _Optional[str] = ..., status: _Optional[str] = ..., commit_sha: _Optional[str] = ..., reserved_at: _Optional[str] = ..., expires_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("lease_id",)

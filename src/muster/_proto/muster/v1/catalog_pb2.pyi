@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Service(_message.Message):
-    __slots__ = ("service_id", "name", "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s", "status", "registered_at", "last_heartbeat_ts", "p95_ms", "queue_depth", "load")
+    __slots__ = ("service_id", "name", "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s", "status", "registered_at", "last_heartbeat_ts", "p95_ms", "queue_depth", "load", "owner")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class Service(_message.Message):
     P95_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     service_id: str
     name: str
     type: str
@@ -52,7 +53,8 @@ class Service(_message.Message):
     p95_ms: float
     queue_depth: int
     load: float
-    def __init__(self, service_id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., role: _Optional[str] = ..., url: _Optional[str] = ..., caps: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., ctx_limit: _Optional[int] = ..., cost_hint_usd_per_1k: _Optional[float] = ..., heartbeat_interval_s: _Optional[int] = ..., ttl_s: _Optional[int] = ..., status: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat_ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., p95_ms: _Optional[float] = ..., queue_depth: _Optional[int] = ..., load: _Optional[float] = ...) -> None: ...
+    owner: str
+    def __init__(self, service_id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., role: _Optional[str] = ..., url: _Optional[str] = ..., caps: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., ctx_limit: _Optional[int] = ..., cost_hint_usd_per_1k: _Optional[float] = ..., heartbeat_interval_s: _Optional[int] = ..., ttl_s: _Optional[int] = ..., status: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat_ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., p95_ms: _Optional[float] = ..., queue_depth: _Optional[int] = ..., load: _Optional[float] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("name", "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s")
@@ -232,7 +234,7 @@ class ListAlertsRequest(_message.Message):
     def __init__(self, limit: _Optional[int] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("alert_id", "alert_type", "service_id", "service_name", "missed_beats", "last_seen", "action", "ts", "details_json")
+    __slots__ = ("alert_id", "alert_type", "service_id", "service_name", "missed_beats", "last_seen", "action", "ts", "details_json", "actor")
     ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     ALERT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -242,6 +244,7 @@ class Alert(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     TS_FIELD_NUMBER: _ClassVar[int]
     DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
     alert_id: int
     alert_type: str
     service_id: str
@@ -251,7 +254,8 @@ class Alert(_message.Message):
     action: str
     ts: _timestamp_pb2.Timestamp
     details_json: str
-    def __init__(self, alert_id: _Optional[int] = ..., alert_type: _Optional[str] = ..., service_id: _Optional[str] = ..., service_name: _Optional[str] = ..., missed_beats: _Optional[int] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., details_json: _Optional[str] = ...) -> None: ...
+    actor: str
+    def __init__(self, alert_id: _Optional[int] = ..., alert_type: _Optional[str] = ..., service_id: _Optional[str] = ..., service_name: _Optional[str] = ..., missed_beats: _Optional[int] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., details_json: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class ListAlertsReply(_message.Message):
     __slots__ = ("alerts",)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16muster/v1/events.proto\x12\tmuster.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x0cWatchRequest\x12\x12\n\x05since\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x0bkind_prefix\x18\x02 \x01(\t\x12\x16\n\x0esubject_prefix\x18\x03 \x01(\tB\x08\n\x06_since\"v\n\x05\x45vent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12&\n\x02ts\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2>\n\x06\x45vents\x12\x34\n\x05Watch\x12\x17.muster.v1.WatchRequest\x1a\x10.muster.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16muster/v1/events.proto\x12\tmuster.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x0cWatchRequest\x12\x12\n\x05since\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x0bkind_prefix\x18\x02 \x01(\t\x12\x16\n\x0esubject_prefix\x18\x03 \x01(\tB\x08\n\x06_since\"\x85\x01\n\x05\x45vent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12&\n\x02ts\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t2>\n\x06\x45vents\x12\x34\n\x05Watch\x12\x17.muster.v1.WatchRequest\x1a\x10.muster.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WATCHREQUEST']._serialized_start=70
   _globals['_WATCHREQUEST']._serialized_end=159
-  _globals['_EVENT']._serialized_start=161
-  _globals['_EVENT']._serialized_end=279
-  _globals['_EVENTS']._serialized_start=281
-  _globals['_EVENTS']._serialized_end=343
+  _globals['_EVENT']._serialized_start=162
+  _globals['_EVENT']._serialized_end=295
+  _globals['_EVENTS']._serialized_start=297
+  _globals['_EVENTS']._serialized_end=359
 # @@protoc_insertion_point(module_scope)

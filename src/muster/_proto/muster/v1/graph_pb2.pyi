@@ -64,7 +64,7 @@ class UpsertReply(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., discovered: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GraphService(_message.Message):
-    __slots__ = ("id", "service_id", "metadata_json", "criticality", "team", "discovered", "created_at", "updated_at")
+    __slots__ = ("id", "service_id", "metadata_json", "criticality", "team", "discovered", "created_at", "updated_at", "owner")
     ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class GraphService(_message.Message):
     DISCOVERED_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     service_id: str
     metadata_json: str
@@ -81,7 +82,8 @@ class GraphService(_message.Message):
     discovered: bool
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., service_id: _Optional[str] = ..., metadata_json: _Optional[str] = ..., criticality: _Optional[str] = ..., team: _Optional[str] = ..., discovered: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., service_id: _Optional[str] = ..., metadata_json: _Optional[str] = ..., criticality: _Optional[str] = ..., team: _Optional[str] = ..., discovered: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class GraphServiceRef(_message.Message):
     __slots__ = ("service_id",)

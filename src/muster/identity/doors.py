@@ -1,0 +1,227 @@
+"""Identity at the doors: one ``authorize`` called by an ASGI middleware and a gRPC interceptor.
+
+Both doors look up the scope the route or method needs in
+:mod:`muster.identity.scopes`, verify the caller (a bearer token, or a client
+certificate's CN standing for the token of that name), and either refuse
+(401 / UNAUTHENTICATED, 403 / PERMISSION_DENIED, with the same message) or set
+the caller as the operation's principal (:mod:`muster.identity.context`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import grpc
+import orjson
+import structlog
+from starlette.routing import Match
+
+from muster.errors import MusterError, PermissionDenied, Unauthenticated, grpc_trailing_metadata
+from muster.identity import caller
+from muster.identity.model import ANONYMOUS, Principal
+from muster.identity.scopes import OPEN, scope_for_grpc, scope_for_http
+from muster.identity.service import IdentityService
+from muster.observability import AUTH_REFUSED
+
+__all__ = ["AuthInterceptor", "AuthMiddleware", "Authorizer", "bearer_of", "client_cn_from_ssl_object", "guarded"]
+
+log = structlog.get_logger("muster.identity")
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def client_cn_from_ssl_object(ssl_object: Any) -> str | None:
+    """The common name of the client certificate a TLS connection presented, if any."""
+    if ssl_object is None:
+        return None
+    cert = ssl_object.getpeercert() or {}
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+class Authorizer:
+    """What both doors ask: may this caller, with these credentials, use something that needs ``scope``?"""
+
+    def __init__(self, identity: IdentityService, *, enabled: bool, principal_from_cn: bool) -> None:
+        self.identity = identity
+        self.enabled = enabled
+        self.principal_from_cn = principal_from_cn
+
+    async def authorize(self, scope: str | None, authorization: str | None, client_cn: str | None) -> Principal:
+        """The caller's principal, or ``Unauthenticated`` / ``PermissionDenied``."""
+        if not self.enabled or scope is OPEN:
+            return ANONYMOUS
+        principal = await self.identity.authenticate(authorization)
+        if principal is None and self.principal_from_cn and client_cn:
+            principal = self.identity.principal_named(client_cn)
+            if principal is None:
+                raise Unauthenticated(f"client certificate CN {client_cn} names no usable token")
+        if principal is None:
+            raise Unauthenticated("a token is required: send 'Authorization: Bearer <token>'")
+        if not principal.allows(scope):
+            raise PermissionDenied(f"token {principal.name} lacks the scope {scope}, which this call needs")
+        return principal
+
+
+class AuthMiddleware:
+    """ASGI: find the route's scope, authorize, and run the request as the caller."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], authorizer: Authorizer,
+                 router: Any, metrics_auth: bool) -> None:
+        self.app = app
+        self.authorizer = authorizer
+        self.router = router
+        self.metrics_auth = metrics_auth
+        self._static: dict[tuple[str, str], str] | None = None
+
+    def _template(self, scope: Scope) -> str | None:
+        """The path template of the route that serves this request; ``None`` when none does fully."""
+        if self._static is None:
+            self._static = {}
+            for route in self.router.routes:
+                path = getattr(route, "path", "")
+                if "{" not in path:
+                    for method in getattr(route, "methods", None) or ():
+                        self._static[(method, path)] = path
+        method = scope["method"]
+        found = self._static.get((method, scope["path"]))
+        if found is not None:
+            return found
+        for route in self.router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return str(route.path)
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        template = self._template(scope)
+        if template is None:  # no such route, or not with this method: let the router answer 404/405
+            await self.app(scope, receive, send)
+            return
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        needed = scope_for_http(method, template, metrics_auth=self.metrics_auth)
+        authorization: str | None = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        tls = (scope.get("extensions") or {}).get("tls") or {}
+        try:
+            principal = await self.authorizer.authorize(needed, authorization, tls.get("client_cert_cn"))
+        except MusterError as exc:
+            AUTH_REFUSED.labels(door="http", code=exc.code).inc()
+            await _refuse(send, exc)
+            return
+        caller.set_current(principal)
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, exc: MusterError) -> None:
+    body = orjson.dumps(exc.to_dict())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if isinstance(exc, Unauthenticated):
+        headers.append((b"www-authenticate", b'Bearer realm="muster"'))
+    await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """gRPC: every method's handler is wrapped once, so each call is authorized before it runs."""
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self.authorizer = authorizer
+        self._wrapped: dict[str, Any] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        needed = scope_for_grpc(method)
+        # Open methods run as the context's default principal, anonymous.
+        wrapped = handler if needed is OPEN else guarded(handler, functools.partial(self._admit, needed))
+        self._wrapped[method] = wrapped
+        return wrapped
+
+
+    async def _admit(self, needed: str, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await _grpc_principal(self.authorizer, needed, ctx)
+
+
+def bearer_of(ctx: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The call's ``authorization`` metadata value, if it has one."""
+    for key, value in ctx.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+async def _grpc_principal(authorizer: Authorizer, needed: str, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
+    authorization = bearer_of(ctx)
+    client_cn: str | None = None
+    if authorizer.principal_from_cn:
+        names = (ctx.auth_context() or {}).get("x509_common_name") or []
+        client_cn = names[0].decode() if names else None
+    try:
+        principal = await authorizer.authorize(needed, authorization, client_cn)
+    except MusterError as exc:
+        AUTH_REFUSED.labels(door="grpc", code=exc.code).inc()
+        ctx.set_trailing_metadata(grpc_trailing_metadata(exc))
+        await ctx.abort(exc.grpc_code, exc.message)
+    caller.set_current(principal)
+
+
+def _rebuild(handler: grpc.RpcMethodHandler, behavior: Any) -> grpc.RpcMethodHandler:
+    kind = (
+        ("stream" if handler.request_streaming else "unary")
+        + "_"
+        + ("stream" if handler.response_streaming else "unary")
+    )
+    factory = getattr(grpc, f"{kind}_rpc_method_handler")
+    result: grpc.RpcMethodHandler = factory(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+    return result
+
+
+def _behavior(handler: grpc.RpcMethodHandler) -> Any:
+    return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+
+
+Admit = Callable[[Any], Awaitable[None]]
+
+
+def guarded(handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHandler:
+    """``handler``, with ``await admit(context)`` before each call (it aborts the call to refuse it)."""
+    inner = _behavior(handler)
+    if handler.response_streaming:
+
+        async def stream(request: Any, ctx: Any) -> AsyncIterator[Any]:
+            await admit(ctx)
+            async for item in inner(request, ctx):
+                yield item
+
+        return _rebuild(handler, stream)
+
+    async def unary(request: Any, ctx: Any) -> Any:
+        await admit(ctx)
+        return await inner(request, ctx)
+
+    return _rebuild(handler, unary)
