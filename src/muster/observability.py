@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from muster.errors import Invalid, NotFound
+from muster.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
 
 __all__ = [
     "AUTH_REFUSED",
@@ -78,7 +78,7 @@ def beat_outcome(error: BaseException | None) -> str:
         return "accepted"
     if isinstance(error, NotFound):
         return "unknown"
-    return "refused" if isinstance(error, Invalid) else "error"
+    return "refused" if isinstance(error, (Invalid, PermissionDenied, Unauthenticated)) else "error"
 MONITOR_SWEEPS = Counter("muster_monitor_sweeps_total", "Heartbeat monitor sweeps", ["outcome"])
 
 

@@ -23,6 +23,9 @@ _OPTIONS = [
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),
     ("grpc.max_send_message_length", 32 * 1024 * 1024),
     ("grpc.keepalive_permit_without_calls", 1),
+    # Metadata up to 32 KiB reaches Muster (gRPC's default is 8 KiB), so an oversized token is
+    # refused by Muster as UNAUTHENTICATED, in its words, not as a transport-level error.
+    ("grpc.max_metadata_size", 32 * 1024),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
 

@@ -156,13 +156,14 @@ def create_app(runtime: Runtime) -> FastAPI:
             app.include_router(make_router())
     settings = runtime.settings
     if settings.auth:  # inside the edge: refusals get a request id and are counted like any answer
-        from muster.identity.doors import AuthMiddleware, Authorizer
+        from muster.identity.doors import AuthMiddleware, Authorizer, undeclared_routes
 
+        undeclared = undeclared_routes(app)
+        if undeclared:  # fail closed, at start: no route is ever served without a declared scope
+            raise RuntimeError(f"routes without a scope in muster.identity.scopes: {sorted(undeclared)}")
         authorizer = Authorizer(
             runtime.contexts["identity"], enabled=True, principal_from_cn=settings.tls_principal_from_cn
         )
-        app.add_middleware(
-            AuthMiddleware, authorizer=authorizer, router=app.router, metrics_auth=settings.metrics_auth
-        )
+        app.add_middleware(AuthMiddleware, authorizer=authorizer, metrics_auth=settings.metrics_auth)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

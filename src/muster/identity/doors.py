@@ -10,27 +10,57 @@ the caller as the operation's principal (:mod:`muster.identity.context`).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import grpc
 import orjson
 import structlog
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from muster.errors import MusterError, PermissionDenied, Unauthenticated, grpc_trailing_metadata
 from muster.identity import caller
 from muster.identity.model import ANONYMOUS, Principal
-from muster.identity.scopes import OPEN, scope_for_grpc, scope_for_http
+from muster.identity.scopes import HTTP_ROUTES, OPEN, scope_for_grpc, scope_for_http
 from muster.identity.service import IdentityService
 from muster.observability import AUTH_REFUSED
 
-__all__ = ["AuthInterceptor", "AuthMiddleware", "Authorizer", "bearer_of", "client_cn_from_ssl_object", "guarded"]
+__all__ = [
+    "AuthInterceptor",
+    "AuthMiddleware",
+    "Authorizer",
+    "bearer_of",
+    "client_cn_from_ssl_object",
+    "guarded",
+    "served_routes",
+    "undeclared_routes",
+]
 
 log = structlog.get_logger("muster.identity")
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def served_routes(app: Any) -> set[tuple[str, str]]:
+    """Every (method, path) the FastAPI app serves, path parameters written as in the scope table."""
+    converters = {template.replace(":path}", "}"): template for _, template in HTTP_ROUTES}
+    served = {
+        (method.upper(), converters.get(path, path))
+        for path, operations in app.openapi().get("paths", {}).items()
+        for method in operations
+    }
+    for route in app.router.routes:  # the documentation routes, kept out of the schema
+        for method in getattr(route, "methods", None) or ():
+            if method != "HEAD" and hasattr(route, "path"):
+                served.add((method, route.path))
+    return served
+
+
+def undeclared_routes(app: Any) -> set[tuple[str, str]]:
+    """Routes the app serves that the scope table does not name (there must be none)."""
+    return served_routes(app) - set(HTTP_ROUTES)
 
 
 def client_cn_from_ssl_object(ssl_object: Any) -> str | None:
@@ -70,44 +100,46 @@ class Authorizer:
 
 
 class AuthMiddleware:
-    """ASGI: find the route's scope, authorize, and run the request as the caller."""
+    """ASGI: find the route's scope in the table, authorize, and run the request as the caller.
+
+    The table is matched here, before routing, with the router's own path
+    syntax; :func:`undeclared_routes` (run when the app is built, and by the
+    tests) makes sure every route the app serves is in it, so a route can never
+    be served without a declared scope.
+    """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], authorizer: Authorizer,
-                 router: Any, metrics_auth: bool) -> None:
+                 metrics_auth: bool) -> None:
         self.app = app
         self.authorizer = authorizer
-        self.router = router
         self.metrics_auth = metrics_auth
-        self._static: dict[tuple[str, str], str] | None = None
+        self._static: dict[tuple[str, str], str] = {}
+        self._templated: list[tuple[str, re.Pattern[str], str]] = []
+        for method, template in HTTP_ROUTES:
+            if "{" in template:
+                self._templated.append((method, compile_path(template)[0], template))
+            else:
+                self._static[(method, template)] = template
 
-    def _template(self, scope: Scope) -> str | None:
-        """The path template of the route that serves this request; ``None`` when none does fully."""
-        if self._static is None:
-            self._static = {}
-            for route in self.router.routes:
-                path = getattr(route, "path", "")
-                if "{" not in path:
-                    for method in getattr(route, "methods", None) or ():
-                        self._static[(method, path)] = path
-        method = scope["method"]
-        found = self._static.get((method, scope["path"]))
+    def _template(self, method: str, path: str) -> str | None:
+        """The table's path template for this request; ``None`` when no entry has this path and method."""
+        found = self._static.get((method, path))
         if found is not None:
             return found
-        for route in self.router.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return str(route.path)
+        for entry_method, pattern, template in self._templated:
+            if entry_method == method and pattern.match(path):
+                return template
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        template = self._template(scope)
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        template = self._template(method, scope["path"])
         if template is None:  # no such route, or not with this method: let the router answer 404/405
             await self.app(scope, receive, send)
             return
-        method = "GET" if scope["method"] == "HEAD" else scope["method"]
         needed = scope_for_http(method, template, metrics_auth=self.metrics_auth)
         authorization: str | None = None
         for key, value in scope["headers"]:

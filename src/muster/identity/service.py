@@ -5,8 +5,9 @@ the event log: ``identity.token_revoked`` removes a token at once on every
 replica that follows the log (within the hub's poll interval on SQLite, a
 NOTIFY on PostgreSQL), so verification never costs a database round trip. A
 token this process has not heard of yet (made on another replica a moment
-ago) makes it re-read the token table, at most twice a second, so a flood of
-bogus tokens cannot turn into a flood of queries.
+ago) makes it re-read the token table before answering; concurrent misses
+share one read and reads start at most every 50 ms, so a flood of bogus
+tokens costs at most 20 small queries a second.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ __all__ = ["IdentityService", "IssuedToken"]
 
 log = structlog.get_logger("muster.identity")
 
-_REFRESH_AT_MOST_EVERY_S = 0.5
+_REFRESH_AT_MOST_EVERY_S = 0.05
+_MISS_WAIT_AT_MOST_S = 2.0
 _TOUCH_EVERY_S = 10.0
 
 
@@ -68,19 +70,21 @@ class IdentityService:
         self._by_digest: dict[str, TokenRecord] = {}
         self._by_name: dict[str, TokenRecord] = {}
         self._used: dict[str, datetime] = {}
-        self._refreshed_at = 0.0
+        self._refreshed_at = 0.0  # when the newest read of the table started (monotonic)
         self._refreshing: asyncio.Task[None] | None = None
+        self._dirty = False
         self._task: asyncio.Task[None] | None = None
         hub.add_applier(self._apply)
 
     # -- life cycle -------------------------------------------------------------------
 
     async def load(self) -> None:
+        started = time.monotonic()
         async with self.store.read() as conn:
             records = await q.load_tokens(conn)
         self._by_digest = {r.digest: r for r in records if r.revoked_at is None}
         self._by_name = {r.name: r for r in self._by_digest.values()}
-        self._refreshed_at = time.monotonic()
+        self._refreshed_at = max(self._refreshed_at, started)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._touch_loop(), name="muster-identity-last-used")
@@ -97,16 +101,36 @@ class IdentityService:
             record = self._by_name.pop(event.subject, None)
             if record is not None:
                 self._by_digest.pop(record.digest, None)
-        elif event.kind == "identity.token_created" and (self._refreshing is None or self._refreshing.done()):
-            # The event carries no digest (watchers must not see even that): read the row.
-            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+        elif event.kind == "identity.token_created":
+            # The event carries no digest (watchers must not see even that): read the table.
+            self._request_refresh()
 
-    async def _refresh(self) -> None:
-        self._refreshed_at = time.monotonic()
-        try:
-            await self.load()
-        except Exception as exc:  # the store is away: keep serving what we know
-            log.warning("identity.refresh_failed", error=repr(exc))
+    def _request_refresh(self) -> asyncio.Task[None]:
+        """A read of the token table that starts from now on (one task serves every caller)."""
+        self._dirty = True
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh_loop())
+        return self._refreshing
+
+    async def _refresh_loop(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            wait = self._refreshed_at + _REFRESH_AT_MOST_EVERY_S - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._refreshed_at = time.monotonic()
+            try:
+                await self.load()
+            except Exception as exc:  # the store is away: keep serving what we know
+                log.warning("identity.refresh_failed", error=repr(exc))
+                return
+
+    async def _reload_since(self, moment: float) -> None:
+        """Return once a read of the token table that started after ``moment`` has ended."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_MISS_WAIT_AT_MOST_S):
+                while self._refreshed_at < moment:
+                    await asyncio.shield(self._request_refresh())
 
     # -- verifying ----------------------------------------------------------------------
 
@@ -120,10 +144,8 @@ class IdentityService:
     async def verify(self, secret: str) -> Principal:
         key = digest(secret)
         record = self._by_digest.get(key)
-        if record is None and time.monotonic() - self._refreshed_at >= _REFRESH_AT_MOST_EVERY_S:
-            if self._refreshing is None or self._refreshing.done():
-                self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
-            await asyncio.shield(self._refreshing)
+        if record is None:  # made on another replica a moment ago, or never made at all
+            await self._reload_since(time.monotonic())
             record = self._by_digest.get(key)
         if record is None:
             raise Unauthenticated("unknown or revoked token")

@@ -1,0 +1,62 @@
+"""Servers with auth on, on both engines, and a token per scope."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from muster.identity.model import SCOPES
+from tests.conftest import ServerProcess, fresh_database
+
+
+@dataclass
+class AuthServer:
+    server: ServerProcess
+    admin: str
+    # scope -> the secret of a token holding only that scope
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def make_token(self, name: str, scopes: list[str], **extra: Any) -> str:
+        reply = httpx.post(
+            f"{self.server.http_url}/tokens",
+            json={"name": name, "scopes": scopes, **extra},
+            headers={"authorization": f"Bearer {self.admin}"},
+        )
+        assert reply.status_code == 201, reply.text
+        return str(reply.json()["token"])
+
+
+def start_auth_server(data_dir: Path, database_url: str | None, extra_args: list[str] | None = None) -> AuthServer:
+    server = ServerProcess(data_dir=data_dir, database_url=database_url, extra_args=["--auth", *(extra_args or [])])
+    server.start()
+    admin = (data_dir / "admin.token").read_text().strip()
+    auth = AuthServer(server, admin)
+    for scope in SCOPES:
+        auth.tokens[scope] = auth.make_token("only-" + scope.replace(":", "-"), [scope])
+    return auth
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def auth_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    """A ``muster serve --auth`` (split doors) on each engine, with one token per scope."""
+    tmp = tmp_path_factory.mktemp(f"auth-{request.param}")
+    with contextlib.ExitStack() as stack:
+        url: str | None = None
+        if request.param == "postgresql":
+            from tests.conftest import require_postgres
+
+            require_postgres()
+            runner = stack.enter_context(asyncio.Runner())
+            manager = fresh_database("postgresql", tmp)
+            url = runner.run(manager.__aenter__()).replace("+asyncpg", "")
+            stack.callback(lambda: runner.run(manager.__aexit__(None, None, None)))
+        auth = start_auth_server(tmp / "data", url)
+        stack.callback(auth.server.stop)
+        yield auth
