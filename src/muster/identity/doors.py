@@ -89,7 +89,7 @@ class Authorizer:
             return ANONYMOUS
         principal = await self.identity.authenticate(authorization)
         if principal is None and self.principal_from_cn and client_cn:
-            principal = self.identity.principal_named(client_cn)
+            principal = await self.identity.principal_named(client_cn)
             if principal is None:
                 raise Unauthenticated(f"client certificate CN {client_cn} names no usable token")
         if principal is None:

@@ -155,8 +155,10 @@ class IdentityService:
         self._used[record.name] = now
         return record.principal()
 
-    def principal_named(self, name: str) -> Principal | None:
+    async def principal_named(self, name: str) -> Principal | None:
         """The principal of the usable token called ``name`` (a client certificate's CN stands for it)."""
+        if name not in self._by_name:
+            await self._reload_since(time.monotonic())
         now = self.clock.now()
         record = self._by_name.get(name)
         if record is None or not record.usable(now):
