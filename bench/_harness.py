@@ -163,6 +163,7 @@ def h2load_unary(
     requests: int | None = None,
     duration: float = 0,
     warm_up_s: float = 1,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run h2load (a C HTTP/2 client, Debian's nghttp2-client) against one unary gRPC method.
 
@@ -176,6 +177,8 @@ def h2load_unary(
         "h2load", f"-c{connections}", f"-m{streams}", "-t1", f"--log-file={log_path}",
         "-d", str(frame_path), "-H", "content-type: application/grpc", "-H", "te: trailers",
     ]  # fmt: skip
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
     command += [f"-n{requests}"] if requests else [f"-D{max(1, round(duration))}", f"--warm-up-time={warm_up_s}"]
     command.append(f"http://127.0.0.1:{port}{path}")
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout

@@ -17,7 +17,6 @@ import contextlib
 import os
 import time
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -46,6 +45,7 @@ log = structlog.get_logger("muster.identity")
 
 _REFRESH_AT_MOST_EVERY_S = 0.05
 _MISS_WAIT_AT_MOST_S = 2.0
+_HEADER_CACHE_SIZE = 10_000
 _TOUCH_EVERY_S = 10.0
 
 
@@ -69,7 +69,11 @@ class IdentityService:
         self.clock = clock
         self._by_digest: dict[str, TokenRecord] = {}
         self._by_name: dict[str, TokenRecord] = {}
-        self._used: dict[str, datetime] = {}
+        # Names used since the last flush; the flush writes its own time (last use is kept to ~10 s).
+        self._used: set[str] = set()
+        # The hot path: an Authorization value seen before, straight to its token and principal
+        # (no parsing, no hashing). Emptied on every revocation and reload; bounded in size.
+        self._by_header: dict[str, tuple[TokenRecord, Principal]] = {}
         self._refreshed_at = 0.0  # when the newest read of the table started (monotonic)
         self._refreshing: asyncio.Task[None] | None = None
         self._dirty = False
@@ -84,6 +88,7 @@ class IdentityService:
             records = await q.load_tokens(conn)
         self._by_digest = {r.digest: r for r in records if r.revoked_at is None}
         self._by_name = {r.name: r for r in self._by_digest.values()}
+        self._by_header = {}
         self._refreshed_at = max(self._refreshed_at, started)
 
     def start(self) -> None:
@@ -101,6 +106,7 @@ class IdentityService:
             record = self._by_name.pop(event.subject, None)
             if record is not None:
                 self._by_digest.pop(record.digest, None)
+            self._by_header = {}
         elif event.kind == "identity.token_created":
             # The event carries no digest (watchers must not see even that): read the table.
             self._request_refresh()
@@ -136,10 +142,24 @@ class IdentityService:
 
     async def authenticate(self, authorization: str | None) -> Principal | None:
         """The principal an ``Authorization`` value stands for; ``None`` when there is none at all."""
+        if authorization is None:
+            return None
+        hit = self._by_header.get(authorization)
+        if hit is not None:
+            record, principal = hit
+            if record.expires_at is None or self.clock.now() < record.expires_at:
+                self._used.add(record.name)
+                return principal
         secret = bearer_secret(authorization)
         if secret is None:
             return None
-        return await self.verify(secret)
+        principal = await self.verify(secret)
+        if len(self._by_header) >= _HEADER_CACHE_SIZE:
+            self._by_header = {}
+        known = self._by_name.get(principal.name)
+        if known is not None:
+            self._by_header[authorization] = (known, principal)
+        return principal
 
     async def verify(self, secret: str) -> Principal:
         key = digest(secret)
@@ -152,7 +172,7 @@ class IdentityService:
         now = self.clock.now()
         if not record.usable(now):
             raise Unauthenticated(f"token {record.name} has expired")
-        self._used[record.name] = now
+        self._used.add(record.name)
         return record.principal()
 
     async def principal_named(self, name: str) -> Principal | None:
@@ -163,7 +183,7 @@ class IdentityService:
         record = self._by_name.get(name)
         if record is None or not record.usable(now):
             return None
-        self._used[record.name] = now
+        self._used.add(record.name)
         return record.principal()
 
     # -- managing ------------------------------------------------------------------------
@@ -199,12 +219,11 @@ class IdentityService:
         return IssuedToken(record, secret)
 
     async def list(self) -> list[TokenRecord]:
+        now = self.clock.now()
         async with self.store.read() as conn:
             records = await q.load_tokens(conn)
         return [
-            replace(r, last_used_at=max(filter(None, (r.last_used_at, self._used.get(r.name)))))
-            if r.name in self._used
-            else r
+            replace(r, last_used_at=now) if r.name in self._used else r
             for r in records
         ]
 
@@ -257,9 +276,9 @@ class IdentityService:
     async def _flush_used(self) -> None:
         if not self._used:
             return
-        used, self._used = self._used, {}
+        used, self._used = self._used, set()
 
         async def op(tx: Tx) -> None:
-            await q.touch_tokens(tx.conn, used)
+            await q.touch_tokens(tx.conn, {name: tx.now for name in used})
 
         await self.store.write(op)
