@@ -244,7 +244,7 @@ class SRMClient:
             async for message in call:
                 ts = _ts(message.ts)
                 assert ts is not None
-                yield LeaseEvent(message.revision, message.kind, lease_from_message(message.lease), ts)
+                yield LeaseEvent(message.revision, message.kind, lease_from_message(message.lease), ts, message.actor)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED and self._closed:
                 return

@@ -138,6 +138,7 @@ class SymbolRegistryServicer(pb_grpc.SymbolRegistryServicer):
                 kind=event.kind,
                 lease=lease_message(lease_from_dict(event.payload["lease"])),
                 ts=isoformat(event.ts) or "",
+                actor=event.actor,
             )
 
     @unary("SymbolRegistry/ReservePlan")

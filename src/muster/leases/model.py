@@ -271,6 +271,7 @@ class LeaseEvent:
     kind: str
     lease: Lease
     ts: datetime
+    actor: str = "anonymous"
 
 
 # A group of concurrent reserves shares one transaction time and usually one deadline,

@@ -382,3 +382,37 @@ def test_non_loopback_without_auth_refuses_to_start(tmp_path: Path) -> None:
     assert 2 == result.returncode
     assert "--auth" in result.stderr and "--insecure" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_monitor_alerts_name_the_server_as_their_actor(auth_server: AuthServer) -> None:
+    """A service that stops beating is marked down by the monitor: the alert's actor is "muster"."""
+    owner = auth_server.make_token(unique("quiet"), ["catalog:write"])
+    base = auth_server.server.http_url
+    sid = httpx.post(base + "/register", headers=_bearer(owner), json={
+        "name": "quiet", "type": "agent", "url": "http://127.0.0.1:7", "heartbeat_interval_s": 1, "ttl_s": 1,
+    }).json()["service_id"]
+    deadline = time.monotonic() + 20
+    while True:
+        alerts = httpx.get(base + "/alerts", headers=_bearer(auth_server.tokens["events:read"])).json()["alerts"]
+        mine = [a for a in alerts if a["service_id"] == sid]
+        if mine:
+            break
+        assert time.monotonic() < deadline, "the monitor never raised an alert"
+        time.sleep(0.2)
+    assert ("service_down", "muster") == (mine[-1]["alert_type"], mine[-1]["actor"])
+
+
+def test_metrics_auth_puts_metrics_behind_admin(tmp_path: Path) -> None:
+    """With --metrics-auth, /metrics needs an admin token; the probes stay open."""
+    from tests.e2e.identity.conftest import start_auth_server
+
+    auth = start_auth_server(tmp_path / "data", None, ["--metrics-auth"])
+    try:
+        base = auth.server.http_url
+        assert 401 == httpx.get(base + "/metrics").status_code
+        assert 403 == httpx.get(base + "/metrics", headers=_bearer(auth.tokens["catalog:read"])).status_code
+        reply = httpx.get(base + "/metrics", headers=_bearer(auth.admin))
+        assert 200 == reply.status_code and "muster_auth_refused_total" in reply.text
+        assert 200 == httpx.get(base + "/ready").status_code
+    finally:
+        auth.server.stop()

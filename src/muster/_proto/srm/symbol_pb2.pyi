@@ -147,16 +147,18 @@ class WatchRequest(_message.Message):
     def __init__(self, repo: _Optional[str] = ..., branch: _Optional[str] = ..., since: _Optional[int] = ...) -> None: ...
 
 class LeaseEvent(_message.Message):
-    __slots__ = ("revision", "kind", "lease", "ts")
+    __slots__ = ("revision", "kind", "lease", "ts", "actor")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     TS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
     revision: int
     kind: str
     lease: Lease
     ts: str
-    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[str] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., ts: _Optional[str] = ...) -> None: ...
+    actor: str
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[str] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., ts: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class PlanSymbol(_message.Message):
     __slots__ = ("repo", "branch", "fq_name", "kind", "file_path")
