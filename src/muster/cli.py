@@ -39,6 +39,8 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
     "shutdown_grace": {"type": float, "help": "seconds to drain in-flight requests on SIGTERM (default 10)"},
     "log_level": {"choices": ["debug", "info", "warning", "error"]},
     "max_body_bytes": {"type": int, "help": "largest request body accepted, in bytes (default 1048576)"},
+    "db_timeout": {"type": float, "help": "seconds a store connect, statement or write may take before "
+                   "the request fails with 503 (default 5)"},
     "auth": {"action": "store_true", "help": "require a token with the right scope on every route and RPC "
              "but the probes (default off; an admin token is written to <data-dir>/admin.token on first start)"},
     "insecure": {"action": "store_true", "help": "allow a non-loopback --host without --auth (default: refused)"},

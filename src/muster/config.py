@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(1_048_576, ge=1024)
     alerts_retained: int = Field(10_000, ge=100)
+    # Connect, statement, pool checkout and whole-write bound against the store (seconds): with the
+    # database frozen, writes fail with 503 / UNAVAILABLE after this long instead of hanging.
+    db_timeout: float = Field(5.0, gt=0, le=300)
     # Identity: every route and RPC but the probes needs a token with the right scope.
     auth: bool = False
     # Serve a non-loopback address without auth all the same (a private network, a sidecar).

@@ -20,6 +20,7 @@ there is one; ``message`` says the rule.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import grpc
@@ -40,6 +41,7 @@ __all__ = [
     "error_for_http_status",
     "error_from_code",
     "grpc_trailing_metadata",
+    "trailing_metadata_of",
 ]
 
 
@@ -188,28 +190,79 @@ def error_for_http_status(status: int, body: dict[str, Any]) -> MusterError:
 
 
 ERROR_CODE_KEY = "muster-error"
-ERROR_FIELD_KEY = "muster-error-field"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+ERROR_DOMAIN = "muster"
 
 
-def grpc_trailing_metadata(error: MusterError) -> tuple[tuple[str, str], ...]:
-    """Trailing metadata a servicer sends with ``error``: the exact class and field.
+def grpc_trailing_metadata(error: MusterError) -> tuple[tuple[str, str | bytes], ...]:
+    """Trailing metadata a servicer sends with ``error``: Muster's code, and the rich status.
 
     The status details stay the plain human message, so clients generated from
-    the proto alone read a clean error; Muster's client uses the metadata to
-    rebuild the exact subclass (``Expired`` shares FAILED_PRECONDITION with its
-    parent).
+    the proto alone read a clean error. The rich status (``google.rpc.Status``
+    in ``grpc-status-details-bin``, as grpcio-status and every gRPC language
+    read it) carries an ``ErrorInfo`` (reason: Muster's error code, domain
+    ``muster``) and, when a field is at fault, a ``BadRequest`` naming it. The
+    field never travels as a metadata value of its own: metadata must be ASCII,
+    field paths need not be. ``muster-error`` (always ASCII) repeats the code
+    for clients that read metadata only.
     """
-    pairs: tuple[tuple[str, str], ...] = ((ERROR_CODE_KEY, error.code),)
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.code, domain=ERROR_DOMAIN))
+    details = [info]
     if error.field is not None:
-        pairs += ((ERROR_FIELD_KEY, error.field),)
-    return pairs
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=getattr(error, "rule", error.message)
+        )
+        bad = any_pb2.Any()
+        bad.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        details.append(bad)
+    status = status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=details)
+    return ((ERROR_CODE_KEY, error.code), (STATUS_DETAILS_KEY, status.SerializeToString()))
 
 
 def error_for_grpc_code(
-    code: grpc.StatusCode, details: str | None, metadata: dict[str, str] | None = None
+    code: grpc.StatusCode, details: str | None, metadata: Mapping[str, str | bytes] | None = None
 ) -> MusterError:
-    """Rebuild the exception a server reported over gRPC (client side)."""
+    """Rebuild the exception a server reported over gRPC (client side), from its trailing metadata."""
     metadata = metadata or {}
     message = details or code.name
-    cls = _BY_CODE.get(metadata.get(ERROR_CODE_KEY, "")) or _BY_GRPC.get(code, MusterError)
-    return _build(cls, message, metadata.get(ERROR_FIELD_KEY))
+    reason, field = _rich_status(metadata.get(STATUS_DETAILS_KEY))
+    named = metadata.get(ERROR_CODE_KEY)
+    reason = reason or (named if isinstance(named, str) else "")
+    cls = _BY_CODE.get(reason) or _BY_GRPC.get(code, MusterError)
+    return _build(cls, message, field)
+
+
+def _rich_status(raw: str | bytes | None) -> tuple[str, str | None]:
+    """(Muster's error code, the field at fault) from a ``google.rpc.Status``; empty where absent."""
+    if not isinstance(raw, bytes):
+        return "", None
+    from google.protobuf.message import DecodeError
+    from google.rpc import error_details_pb2, status_pb2
+
+    try:
+        status = status_pb2.Status.FromString(raw)
+    except DecodeError:
+        return "", None
+    reason, field = "", None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain == ERROR_DOMAIN:
+                reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            if bad.field_violations:
+                field = bad.field_violations[0].field
+    return reason, field
+
+
+def trailing_metadata_of(exc: grpc.RpcError) -> dict[str, str | bytes]:
+    """A failed call's trailing metadata as a dict, values as received (``-bin`` ones are bytes)."""
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    return {str(key): value for key, value in (trailing or ())}

@@ -7,6 +7,7 @@ here; doors never construct services.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,9 +40,12 @@ class Runtime:
             return False, "shutting down"
         if self.doors_starting:
             return False, "starting: " + ", ".join(sorted(self.doors_starting)) + " door"
-        try:
-            await self.store.ping()
-            current = await current_revision(self.store)
+        try:  # an answer within 1.5 s whatever the store does: a frozen database is "not ready"
+            async with asyncio.timeout(min(1.5, self.store.timeout)):
+                await self.store.ping()
+                current = await current_revision(self.store)
+        except TimeoutError:
+            return False, "store not answering"
         except Exception as exc:
             return False, f"store unreachable: {exc.__class__.__name__}"
         head = head_revision()

@@ -57,7 +57,7 @@ async def build_runtime(settings: Settings, *, clock: Any = None) -> Any:
     from muster.store.engine import Store
 
     clock = clock or SystemClock()
-    store = Store(settings.resolved_database_url(), clock=clock)
+    store = Store(settings.resolved_database_url(), clock=clock, timeout=settings.db_timeout)
     hub = EventHub(store, poll_interval=settings.event_poll_interval)
     catalog = CatalogService(
         store,
@@ -258,7 +258,7 @@ async def migrate(settings: Settings) -> tuple[str | None, str | None]:
     from muster.store.engine import Store
     from muster.store.migrate import upgrade
 
-    store = Store(settings.resolved_database_url())
+    store = Store(settings.resolved_database_url(), timeout=settings.db_timeout)
     try:
         return await upgrade(store)
     finally:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from muster.errors import Invalid
 
-__all__ = ["NO_CONTROL_CHARS", "invalid_from", "parse"]
+__all__ = ["NO_CONTROL_CHARS", "invalid_from", "json_syntax_error", "parse"]
 
 # Text that may hold anything printable: no control characters, NUL included, which PostgreSQL's text
 # cannot hold at all. Empty allowed; add min_length where a value is required.
@@ -25,10 +26,21 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return name or "request"
 
 
+_AT_LINE_COLUMN = re.compile(r"at line (\d+) column (\d+)")
+
+
+def json_syntax_error(line: int, column: int) -> Invalid:
+    """The one way Muster says a body is not JSON."""
+    return Invalid("body", f"request body is not valid JSON (line {line}, column {column})")
+
+
 def invalid_from(exc: ValidationError) -> Invalid:
     """The first error, as ``Invalid(field, rule)``; the others are appended to the rule."""
     errors = exc.errors(include_url=False)
     first = errors[0]
+    if first["type"] == "json_invalid":
+        where = _AT_LINE_COLUMN.search(str(first.get("ctx", {}).get("error", "")))
+        return json_syntax_error(int(where.group(1)), int(where.group(2))) if where else json_syntax_error(1, 1)
     rule = str(first["msg"])
     if len(errors) > 1:
         others = "; ".join(f"{_field_name(tuple(e['loc']))}: {e['msg']}" for e in errors[1:4])

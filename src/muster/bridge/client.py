@@ -18,7 +18,7 @@ import orjson
 from muster._proto.snakepit.bridge import snakepit_bridge_pb2 as pb2
 from muster._proto.snakepit.bridge import snakepit_bridge_pb2_grpc as pb2_grpc
 from muster.bridge import values
-from muster.errors import Invalid, MusterError, error_for_grpc_code
+from muster.errors import Invalid, MusterError, error_for_grpc_code, trailing_metadata_of
 
 __all__ = ["BridgeClient", "MultiplexedWatch", "ToolFailed", "Update", "WatchEvent"]
 
@@ -133,8 +133,7 @@ def _refused(field: str, message: str) -> Invalid:
 
 
 def _convert(exc: grpc.aio.AioRpcError) -> MusterError:
-    metadata = {key: str(value) for key, value in (exc.trailing_metadata() or ())}
-    return error_for_grpc_code(exc.code(), exc.details(), metadata)
+    return error_for_grpc_code(exc.code(), exc.details(), trailing_metadata_of(exc))
 
 
 class BridgeClient:

@@ -27,6 +27,7 @@ from muster.bridge.service import BridgeService
 from muster.bridge.session import VariableEvent
 from muster.bridge.watch import StreamItem, WatchStream
 from muster.errors import MusterError, Unavailable, grpc_trailing_metadata
+from muster.grpc.guard import DoorInterceptor
 
 __all__ = ["BridgeServer", "BridgeServicer"]
 
@@ -254,24 +255,14 @@ async def _follow_controls(controls: AsyncIterable[pb2.WatchControl], stream: Wa
     stream.adding_done()
 
 
-class TokenGate(grpc.aio.ServerInterceptor):
+class TokenGate:
     """A bridge worker bound beyond loopback: every call must carry ``authorization: Bearer <token>``."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
-        self._wrapped: dict[str, Any] = {}
 
-    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        from muster.identity.doors import guarded
-
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:
-                return None
-            wrapped = self._wrapped[method] = guarded(handler, self._admit)
-        return wrapped
+    def admit_for(self, _method: str) -> Any:
+        return self._admit
 
     async def _admit(self, context: Any) -> None:
         from muster.identity.doors import bearer_of
@@ -309,9 +300,10 @@ class BridgeServer:
         # Beyond max_concurrent_rpcs calls in flight, gRPC answers RESOURCE_EXHAUSTED: this bounds
         # the tool thread pool's queue too.
         options = [("grpc.so_reuseport", 0), *values.message_size_options(max_message_bytes)]
-        interceptors = [TokenGate(token)] if token else []
+        # Undecodable requests are refused as INVALID_ARGUMENT; with a token, every call must carry it.
+        guard = DoorInterceptor(TokenGate(token).admit_for) if token else DoorInterceptor()
         self._server = grpc.aio.server(
-            options=options, maximum_concurrent_rpcs=max_concurrent_rpcs, interceptors=interceptors
+            options=options, maximum_concurrent_rpcs=max_concurrent_rpcs, interceptors=[guard]
         )
         pb2_grpc.add_SnakepitBridgeServicer_to_server(BridgeServicer(service), self._server)
         self._sweeper: asyncio.Task[None] | None = None

@@ -194,6 +194,6 @@ class CatalogServicer(pb_grpc.CatalogServicer):
         limit = request.limit if request.HasField("limit") else 100
         if not 1 <= limit <= 1000:
             raise Invalid("limit", "must be between 1 and 1000")
-        since = from_timestamp(request.since) if request.HasField("since") else None
+        since = from_timestamp(request.since, "since") if request.HasField("since") else None
         alerts = await self.catalog.alerts(limit=limit, since=since)
         return pb.ListAlertsReply(alerts=[_alert_message(a) for a in alerts])

@@ -17,7 +17,7 @@ import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -36,7 +36,7 @@ from muster.catalog.model import (
     ServiceRecord,
 )
 from muster.clock import Clock, isoformat, parse_isoformat
-from muster.errors import NotFound, PermissionDenied, Unavailable
+from muster.errors import Invalid, NotFound, PermissionDenied, Unavailable
 from muster.events.hub import EventHub
 from muster.identity import caller
 from muster.identity.model import require_owner
@@ -306,6 +306,11 @@ class CatalogService:
         )
 
     async def alerts(self, *, limit: int = 100, since: datetime | None = None) -> list[AlertRecord]:
+        if since is not None:
+            try:  # 0001-01-01T00:00:00+01:00 is a valid time that UTC cannot hold
+                since = since.astimezone(UTC)
+            except (OverflowError, ValueError):
+                raise Invalid("since", "must be a time between 0001-01-01 and 9999-12-31 UTC") from None
         async with self.store.read() as conn:
             return await q.list_alerts(conn, limit=limit, since=since)
 

@@ -34,7 +34,13 @@ from muster.catalog.model import (
 from muster.catalog.service import BeatAck, Registered, Stats
 from muster.client import _convert as cv
 from muster.client._credentials import Credentials
-from muster.errors import MusterError, Unavailable, error_for_grpc_code, error_for_http_status
+from muster.errors import (
+    MusterError,
+    Unavailable,
+    error_for_grpc_code,
+    error_for_http_status,
+    trailing_metadata_of,
+)
 from muster.events.hub import Event
 from muster.grpc.common import timestamp
 
@@ -59,8 +65,7 @@ class Transport(Protocol):
 
 
 def grpc_error(exc: grpc.aio.AioRpcError) -> MusterError:
-    metadata = {k: str(v) for k, v in (exc.trailing_metadata() or ())}
-    return error_for_grpc_code(exc.code(), exc.details(), metadata)
+    return error_for_grpc_code(exc.code(), exc.details(), trailing_metadata_of(exc))
 
 
 def _beat_request(beat: HeartbeatInput) -> pb.HeartbeatRequest:

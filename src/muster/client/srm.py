@@ -28,7 +28,7 @@ from muster._proto.srm import symbol_pb2 as pb
 from muster._proto.srm import symbol_pb2_grpc as pb_grpc
 from muster.client._credentials import Credentials
 from muster.clock import parse_isoformat
-from muster.errors import MusterError, error_for_grpc_code
+from muster.errors import MusterError, error_for_grpc_code, trailing_metadata_of
 from muster.leases.model import (
     DEFAULT_TTL_SEC,
     ClaimInput,
@@ -75,8 +75,7 @@ def lease_from_message(message: pb.Lease) -> Lease:
 
 
 def _error(exc: grpc.aio.AioRpcError) -> MusterError:
-    metadata = {str(k): str(v) for k, v in (exc.trailing_metadata() or ())}
-    return error_for_grpc_code(exc.code(), exc.details(), metadata)
+    return error_for_grpc_code(exc.code(), exc.details(), trailing_metadata_of(exc))
 
 
 def _symbol_message(symbol: PlanSymbol) -> pb.PlanSymbol:

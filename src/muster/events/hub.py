@@ -70,12 +70,31 @@ class Event:
         }
 
 
+MAX_KIND_PREFIX = 200
+MAX_SUBJECT_PREFIX = 500
+
+
 @dataclass(frozen=True, slots=True)
 class WatchFilter:
-    """Which events a watcher wants: kind and subject prefixes (empty = all)."""
+    """Which events a watcher wants: kind and subject prefixes (empty = all).
+
+    A watch request takes at most ``MAX_KIND_PREFIX`` and ``MAX_SUBJECT_PREFIX``
+    characters on either door (see :meth:`requested`).
+    """
 
     kind_prefix: str = ""
     subject_prefix: str = ""
+
+    @classmethod
+    def requested(cls, kind_prefix: str, subject_prefix: str) -> WatchFilter:
+        """A filter as a watcher asked for it, within the limits (``Invalid`` names the field)."""
+        from muster.errors import Invalid
+
+        if len(kind_prefix) > MAX_KIND_PREFIX:
+            raise Invalid("kind_prefix", f"at most {MAX_KIND_PREFIX} characters")
+        if len(subject_prefix) > MAX_SUBJECT_PREFIX:
+            raise Invalid("subject_prefix", f"at most {MAX_SUBJECT_PREFIX} characters")
+        return cls(kind_prefix, subject_prefix)
 
     def __call__(self, event: Event) -> bool:
         return event.kind.startswith(self.kind_prefix) and event.subject.startswith(self.subject_prefix)
@@ -129,7 +148,9 @@ class EventHub:
         dsn = self.store.url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self._listen_tried_at = time.monotonic()
         try:
-            self._listener = await asyncpg.connect(dsn, timeout=5)
+            self._listener = await asyncpg.connect(
+                dsn, timeout=self.store.timeout, command_timeout=self.store.timeout
+            )
             await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("events.listen_failed", error=repr(exc))  # polling still works without it

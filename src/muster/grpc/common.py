@@ -19,7 +19,7 @@ import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from muster.errors import MusterError, grpc_trailing_metadata
+from muster.errors import Invalid, MusterError, grpc_trailing_metadata
 from muster.observability import GRPC_LATENCY, GRPC_REQUESTS
 
 __all__ = ["field_or_none", "from_timestamp", "present_fields", "streaming", "timestamp", "timestamp_or_none", "unary"]
@@ -37,8 +37,12 @@ def timestamp(moment: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def from_timestamp(stamp: Timestamp) -> datetime:
-    moment: datetime = stamp.ToDatetime(tzinfo=UTC)
+def from_timestamp(stamp: Timestamp, field: str = "timestamp") -> datetime:
+    """The Timestamp as an aware UTC datetime; ``Invalid`` naming ``field`` when it is out of range."""
+    try:
+        moment: datetime = stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise Invalid(field, "must be a time between 0001-01-01 and 9999-12-31 UTC") from None
     return moment
 
 
@@ -52,7 +56,7 @@ def field_or_none(message: Any, name: str) -> Any:
 
 
 def timestamp_or_none(message: Any, name: str) -> datetime | None:
-    return from_timestamp(getattr(message, name)) if message.HasField(name) else None
+    return from_timestamp(getattr(message, name), name) if message.HasField(name) else None
 
 
 def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -68,8 +72,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], rpc: str, exc: Bas
     if isinstance(exc, MusterError):
         GRPC_REQUESTS.labels(rpc=rpc, code=exc.grpc_code.name).inc()
         log.info("grpc.request", rpc=rpc, code=exc.grpc_code.name, error=exc.message)
-        context.set_trailing_metadata(grpc_trailing_metadata(exc))
-        await context.abort(exc.grpc_code, exc.message)
+        await context.abort(exc.grpc_code, exc.message, trailing_metadata=grpc_trailing_metadata(exc))
     log.error("grpc.unhandled", rpc=rpc, error=repr(exc), exc_info=exc)
     GRPC_REQUESTS.labels(rpc=rpc, code="INTERNAL").inc()
     await context.abort(grpc.StatusCode.INTERNAL, "internal error (a bug: please report it)")

@@ -25,7 +25,7 @@ class EventsServicer(pb_grpc.EventsServicer):
         since = request.since if request.HasField("since") else None
         if since is not None and since < 0:
             raise Invalid("since", "must be >= 0")
-        watch_filter = WatchFilter(kind_prefix=request.kind_prefix, subject_prefix=request.subject_prefix)
+        watch_filter = WatchFilter.requested(request.kind_prefix, request.subject_prefix)
         async for event in self.hub.watch(since, watch_filter):
             yield pb.Event(
                 revision=event.revision,

@@ -13,6 +13,7 @@ from muster._proto.muster.v1 import catalog_pb2, catalog_pb2_grpc, events_pb2, e
 from muster.catalog.grpc import CatalogServicer
 from muster.config import Settings
 from muster.grpc.events import EventsServicer
+from muster.grpc.guard import DoorInterceptor
 from muster.runtime import Runtime
 
 __all__ = ["GrpcDoor"]
@@ -48,15 +49,15 @@ class GrpcDoor:
 
     async def start(self, host: str, port: int) -> int:
         settings = self.runtime.settings
-        interceptors: list[grpc.aio.ServerInterceptor] = []
+        guard = DoorInterceptor()  # undecodable requests: INVALID_ARGUMENT, never UNKNOWN
         if settings.auth:
-            from muster.identity.doors import AuthInterceptor, Authorizer
+            from muster.identity.doors import Authorizer, grpc_admission
 
             authorizer = Authorizer(
                 self.runtime.contexts["identity"], enabled=True, principal_from_cn=settings.tls_principal_from_cn
             )
-            interceptors.append(AuthInterceptor(authorizer))
-        server = grpc.aio.server(options=_OPTIONS, interceptors=interceptors)
+            guard = DoorInterceptor(grpc_admission(authorizer))
+        server = grpc.aio.server(options=_OPTIONS, interceptors=[guard])
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.runtime.catalog), server)
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.runtime.hub), server)
         names: list[str] = [

@@ -13,16 +13,18 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from muster.errors import MusterError
 from muster.http.responses import JSON
 from muster.observability import HTTP_LATENCY, HTTP_REQUESTS
 from muster.runtime import Runtime
-from muster.validation import _field_name
+from muster.validation import _field_name, json_syntax_error
 
 __all__ = ["create_app"]
 
@@ -50,12 +52,30 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = ""
+        length: int | None = None
+        media_type = b""
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 request_id = value.decode("latin-1")[:128]
-            elif key == b"content-length" and int(value or 0) > self.max_body_bytes:
-                await self._reject(send)
+            elif key == b"content-length":
+                length = int(value) if value.isdigit() else 0
+            elif key == b"content-type":
+                media_type = value.split(b";", 1)[0].strip().lower()
+        if length is not None and length > self.max_body_bytes:
+            await self._refuse(send, 413, "resource_exhausted",
+                               f"request body exceeds the limit of {self.max_body_bytes} bytes")
+            return
+        if media_type and length != 0 and scope["method"] in _WITH_BODY and not _is_json(media_type):
+            await self._refuse(send, 415, "unsupported_media_type",
+                               f"request body must be application/json, not {media_type.decode('latin-1')}")
+            return
+        if length is None and scope["method"] in _WITH_BODY:  # chunked: read it whole, within the bound
+            buffered = await self._read_bounded(receive)
+            if buffered is None:
+                await self._refuse(send, 413, "resource_exhausted",
+                                   f"request body exceeds the limit of {self.max_body_bytes} bytes")
                 return
+            receive = _replay(buffered, receive)
         request_id = request_id or secrets.token_hex(16)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -82,7 +102,8 @@ class EdgeMiddleware:
             await self.app(scope, bounded_receive, tagged_send)
         except _BodyTooLarge:
             status = 413
-            await self._reject(send)
+            await self._refuse(send, 413, "resource_exhausted",
+                               f"request body exceeds the limit of {self.max_body_bytes} bytes")
         finally:
             route = scope.get("route")
             key = (getattr(route, "path", "unmatched"), scope["method"], status)
@@ -101,16 +122,54 @@ class EdgeMiddleware:
                 )
             structlog.contextvars.unbind_contextvars("request_id")
 
-    async def _reject(self, send: Send) -> None:
-        body = b'{"error":"resource_exhausted","message":"request body exceeds the size limit"}'
+    async def _read_bounded(self, receive: Receive) -> bytes | None:
+        """The whole body of a request that did not declare its length; ``None`` past the limit."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+        body = orjson.dumps({"error": code, "message": message})
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _is_json(media_type: bytes) -> bool:
+    return media_type == b"application/json" or media_type.endswith(b"+json")
+
+
+def _replay(body: bytes, original: Receive) -> Receive:
+    """A ``receive`` that hands the app an already-read body once, then the connection's own messages."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await original()  # the disconnect, when it comes
+
+    return receive
 
 
 def _muster_error(_request: Request, exc: Exception) -> Response:
@@ -122,11 +181,35 @@ def _validation_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # loc is ("body", character offset into the document)
+        document = exc.body if isinstance(exc.body, str) else ""
+        offset = next((p for p in first["loc"] if isinstance(p, int)), 0)
+        line = document.count("\n", 0, offset) + 1
+        column = offset - (document.rfind("\n", 0, offset) + 1) + 1
+        error = json_syntax_error(line, column)
+        return JSON(error.to_dict(), status_code=error.http_status)
     field = _field_name(tuple(first["loc"]))
     message = f"{field}: {first['msg']}"
     if len(errors) > 1:
         message += " (also " + "; ".join(f"{_field_name(tuple(e['loc']))}: {e['msg']}" for e in errors[1:4]) + ")"
     return JSON({"error": "invalid_argument", "message": message, "field": field}, status_code=422)
+
+
+_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "resource_exhausted", 415: "unsupported_media_type"}
+
+
+def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing's own refusals (no such route, wrong method) in Muster's shape, headers kept (Allow)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.url.path} does not take {request.method}; it takes {allowed}"
+    else:
+        message = str(exc.detail)
+    code = _HTTP_ERRORS.get(exc.status_code, "invalid_argument" if exc.status_code < 500 else "internal")
+    return JSON({"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _unexpected(_request: Request, exc: Exception) -> Response:
@@ -147,6 +230,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.add_exception_handler(MusterError, _muster_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(operations_router(runtime))
     app.include_router(catalog_router(runtime.catalog))

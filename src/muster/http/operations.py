@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query
 from starlette.responses import Response, StreamingResponse
 
 from muster.errors import MusterError
-from muster.events.hub import WatchFilter
+from muster.events.hub import MAX_KIND_PREFIX, MAX_SUBJECT_PREFIX, WatchFilter
 from muster.http.responses import JSON
 from muster.observability import GaugeCollector, render_metrics
 from muster.runtime import Runtime
@@ -45,12 +45,12 @@ def router(runtime: Runtime) -> APIRouter:
     @api.get("/watch", summary="Server-Sent Events: replay after `since`, then follow live")
     async def watch(
         since: int | None = Query(None, ge=0, description="replay events after this revision"),
-        kind: str = Query("", max_length=200, description="kind prefix, e.g. catalog."),
-        subject: str = Query("", max_length=500, description="subject prefix"),
+        kind: str = Query("", max_length=MAX_KIND_PREFIX, description="kind prefix, e.g. catalog."),
+        subject: str = Query("", max_length=MAX_SUBJECT_PREFIX, description="subject prefix"),
         last_event_id: int | None = Header(None, ge=0, description="standard SSE resume header"),
     ) -> Response:
         start = last_event_id if last_event_id is not None else since
-        stream = runtime.hub.watch(start, WatchFilter(kind_prefix=kind, subject_prefix=subject))
+        stream = runtime.hub.watch(start, WatchFilter.requested(kind, subject))
         return StreamingResponse(_sse(stream), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
     return api

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ import structlog
 from starlette.routing import compile_path
 
 from muster.errors import MusterError, PermissionDenied, Unauthenticated, grpc_trailing_metadata
+from muster.grpc.guard import Admit
 from muster.identity import caller
 from muster.identity.model import ANONYMOUS, Principal
 from muster.identity.scopes import HTTP_ROUTES, OPEN, scope_for_grpc, scope_for_http
@@ -27,12 +28,11 @@ from muster.identity.service import IdentityService
 from muster.observability import AUTH_REFUSED
 
 __all__ = [
-    "AuthInterceptor",
     "AuthMiddleware",
     "Authorizer",
     "bearer_of",
     "client_cn_from_ssl_object",
-    "guarded",
+    "grpc_admission",
     "served_routes",
     "undeclared_routes",
 ]
@@ -166,33 +166,16 @@ async def _refuse(send: Send, exc: MusterError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """gRPC: every method's handler is wrapped once, so each call is authorized before it runs."""
+def grpc_admission(authorizer: Authorizer) -> Callable[[str], Admit | None]:
+    """For :class:`muster.grpc.guard.DoorInterceptor`: each method's check (none for open ones)."""
 
-    def __init__(self, authorizer: Authorizer) -> None:
-        self.authorizer = authorizer
-        self._wrapped: dict[str, Any] = {}
-
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+    def admit_for(method: str) -> Admit | None:
         needed = scope_for_grpc(method)
-        # Open methods run as the context's default principal, anonymous.
-        wrapped = handler if needed is OPEN else guarded(handler, functools.partial(self._admit, needed))
-        self._wrapped[method] = wrapped
-        return wrapped
+        if needed is OPEN:  # runs as the context's default principal, anonymous
+            return None
+        return functools.partial(_grpc_principal, authorizer, needed)
 
-
-    async def _admit(self, needed: str, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await _grpc_principal(self.authorizer, needed, ctx)
+    return admit_for
 
 
 def bearer_of(ctx: grpc.aio.ServicerContext[Any, Any]) -> str | None:
@@ -213,47 +196,5 @@ async def _grpc_principal(authorizer: Authorizer, needed: str, ctx: grpc.aio.Ser
         principal = await authorizer.authorize(needed, authorization, client_cn)
     except MusterError as exc:
         AUTH_REFUSED.labels(door="grpc", code=exc.code).inc()
-        ctx.set_trailing_metadata(grpc_trailing_metadata(exc))
-        await ctx.abort(exc.grpc_code, exc.message)
+        await ctx.abort(exc.grpc_code, exc.message, trailing_metadata=grpc_trailing_metadata(exc))
     caller.set_current(principal)
-
-
-def _rebuild(handler: grpc.RpcMethodHandler, behavior: Any) -> grpc.RpcMethodHandler:
-    kind = (
-        ("stream" if handler.request_streaming else "unary")
-        + "_"
-        + ("stream" if handler.response_streaming else "unary")
-    )
-    factory = getattr(grpc, f"{kind}_rpc_method_handler")
-    result: grpc.RpcMethodHandler = factory(
-        behavior,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-    return result
-
-
-def _behavior(handler: grpc.RpcMethodHandler) -> Any:
-    return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-
-
-Admit = Callable[[Any], Awaitable[None]]
-
-
-def guarded(handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHandler:
-    """``handler``, with ``await admit(context)`` before each call (it aborts the call to refuse it)."""
-    inner = _behavior(handler)
-    if handler.response_streaming:
-
-        async def stream(request: Any, ctx: Any) -> AsyncIterator[Any]:
-            await admit(ctx)
-            async for item in inner(request, ctx):
-                yield item
-
-        return _rebuild(handler, stream)
-
-    async def unary(request: Any, ctx: Any) -> Any:
-        await admit(ctx)
-        return await inner(request, ctx)
-
-    return _rebuild(handler, unary)

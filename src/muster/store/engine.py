@@ -174,26 +174,34 @@ def _retryable(exc: DBAPIError) -> bool:
 class Store:
     """Engine set-up, transactional writes with events, and reads."""
 
-    def __init__(self, url: str, *, clock: Clock | None = None) -> None:
+    def __init__(self, url: str, *, clock: Clock | None = None, timeout: float = 5.0) -> None:
         self.url = url
         self.clock: Clock = clock or SystemClock()
+        # How long a connect, a statement, a pool checkout or a whole write may take before the
+        # caller is told the store is unavailable (a frozen database must not hang requests).
+        self.timeout = timeout
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
         self._on_commit: list[Callable[[list[dict[str, Any]]], Awaitable[None]]] = []
         self._writer_queue: asyncio.Queue[tuple[WriteOp[Any], asyncio.Future[Any], str]] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         self._groups_in_flight = 0
+        self._in_group: set[asyncio.Future[Any]] = set()  # writes the writer has taken up
         if self.dialect == "sqlite":
             self._prepare_sqlite_path()
             self.read_engine = self._sqlite_engine(writer=False)
             self.write_engine = self._sqlite_engine(writer=True)
         else:
+            bounded: dict[str, Any] = {
+                "pool_timeout": timeout,
+                "connect_args": {"timeout": timeout, "command_timeout": timeout},
+            }
             self.read_engine = create_async_engine(
-                url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800, **_JSON_CODEC
+                url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800, **bounded, **_JSON_CODEC
             )
             # The group-commit writer needs one connection (two while a replay overlaps). No ping
             # per group: a connection the server dropped fails its group, which is replayed once.
-            self.write_engine = create_async_engine(url, pool_size=2, max_overflow=0, **_JSON_CODEC)
+            self.write_engine = create_async_engine(url, pool_size=2, max_overflow=0, **bounded, **_JSON_CODEC)
 
     # -- set-up -------------------------------------------------------------
 
@@ -215,6 +223,7 @@ class Store:
             # One writer connection per process; reads get a small pool of their own.
             pool_size=1 if writer else 4,
             max_overflow=0 if writer else 4,
+            pool_timeout=self.timeout,
             **_JSON_CODEC,
         )
 
@@ -263,7 +272,10 @@ class Store:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only connection in a transaction (a consistent snapshot)."""
         try:
-            conn = await self.read_engine.connect()
+            async with asyncio.timeout(self.timeout):
+                conn = await self.read_engine.connect()
+        except TimeoutError as exc:
+            raise Unavailable(f"store unavailable: no connection within {self.timeout:g} s") from exc
         except Exception as exc:  # refused, too many clients, DNS, ...: the store is unavailable
             raise Unavailable(f"store unavailable: {exc.__class__.__name__}") from exc
         try:
@@ -293,7 +305,19 @@ class Store:
             self._writer_task = asyncio.create_task(self._group_writer(), name="muster-store-writer")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._writer_queue.put((op, future, identity_caller.current().name))
-        return await future
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future not in self._in_group:  # the caller went away before it started: skip it
+                future.cancel()
+            raise
+        except TimeoutError:
+            if future in self._in_group:  # running: each of its statements is bounded by the timeout
+                return await future
+            # Never started (the writer is stuck on a store that does not answer): it never will.
+            future.cancel()
+            raise Unavailable(f"store did not answer within {self.timeout:g} s; nothing was written") from None
 
     @property
     def write_in_flight(self) -> bool:
@@ -314,10 +338,12 @@ class Store:
             batch = [item for item in batch if not item[1].cancelled()]
             if batch:
                 self._groups_in_flight += 1
+                self._in_group.update(future for _, future, _ in batch)
                 try:
                     await self._commit_group(batch)
                 finally:
                     self._groups_in_flight -= 1
+                    self._in_group.difference_update(future for _, future, _ in batch)
 
     async def _commit_group(self, batch: list[_Queued]) -> None:
         """Commit a group of queued operations with one fsync.
@@ -413,6 +439,10 @@ class Store:
                     else:
                         value = await op(tx)
                 except Exception as exc:  # the op's own failure
+                    if isinstance(exc, TimeoutError | OSError):  # the store stopped answering, not the op
+                        with contextlib.suppress(Exception):
+                            await conn.invalidate()  # never reuse a connection stuck mid-statement
+                        raise
                     if isinstance(exc, DBAPIError):
                         if _retryable(exc):
                             raise _Retry from exc

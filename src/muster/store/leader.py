@@ -71,7 +71,7 @@ class Leadership:
                 self._conn = None
         dsn = self.store.url.replace("postgresql+asyncpg://", "postgresql://", 1)
         try:
-            conn = await asyncpg.connect(dsn)
+            conn = await asyncpg.connect(dsn, timeout=self.store.timeout, command_timeout=self.store.timeout)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("leader.connect_failed", error=repr(exc))
             return False

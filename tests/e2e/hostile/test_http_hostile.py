@@ -1,0 +1,68 @@
+"""Hostile HTTP input gets Muster's error shape and the right status: 404, 405 with Allow, 413, 415, bad JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+
+from tests.conftest import ServerProcess
+
+
+def _shape(reply: httpx.Response) -> dict[str, str]:
+    body = reply.json()
+    assert {"error", "message"} <= set(body), body
+    assert "detail" not in body
+    return dict(body)
+
+
+def test_unknown_route_is_404_in_musters_words(shared_server: ServerProcess) -> None:
+    """An unknown path answers 404 with {"error": "not_found", ...}, never FastAPI's {"detail": ...}."""
+    reply = httpx.get(shared_server.http_url + "/no/such/route")
+    assert 404 == reply.status_code
+    body = _shape(reply)
+    assert "not_found" == body["error"] and "/no/such/route" in body["message"]
+
+
+def test_wrong_method_is_405_with_allow(shared_server: ServerProcess) -> None:
+    """A known path with the wrong method (OPTIONS too) answers 405, lists the allowed methods in Allow."""
+    for method in ("DELETE", "OPTIONS"):
+        reply = httpx.request(method, shared_server.http_url + "/register")
+        assert 405 == reply.status_code, method
+        assert "POST" in reply.headers["allow"]
+        assert "method_not_allowed" == _shape(reply)["error"]
+
+
+def test_json_syntax_error_names_the_body_with_line_and_column(shared_server: ServerProcess) -> None:
+    """A body that is not JSON: 422, field "body", "request body is not valid JSON (line 1, column N)"."""
+    reply = httpx.post(shared_server.http_url + "/register", content=b'{"name": "x",, }',
+                       headers={"content-type": "application/json"})
+    assert 422 == reply.status_code
+    body = _shape(reply)
+    assert "body" == body["field"]
+    assert "request body is not valid JSON (line 1, column" in body["message"]
+
+
+def test_a_body_that_is_not_json_by_its_type_is_415(shared_server: ServerProcess) -> None:
+    """A text/plain body on a JSON route answers 415 and is not parsed."""
+    reply = httpx.post(shared_server.http_url + "/register", content=b'{"name": "x"}',
+                       headers={"content-type": "text/plain"})
+    assert 415 == reply.status_code
+    assert "unsupported_media_type" == _shape(reply)["error"]
+
+
+def test_oversized_bodies_are_413_plain_or_chunked(shared_server: ServerProcess) -> None:
+    """A body over the limit answers 413, whether its length is declared or it comes chunked."""
+    big = b'{"name": "' + b"x" * 2_000_000 + b'"}'
+    declared = httpx.post(shared_server.http_url + "/register", content=big,
+                          headers={"content-type": "application/json"})
+    assert 413 == declared.status_code
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    chunked = httpx.post(shared_server.http_url + "/register", content=chunks(),
+                         headers={"content-type": "application/json"})
+    assert 413 == chunked.status_code
+    assert "resource_exhausted" == _shape(chunked)["error"]

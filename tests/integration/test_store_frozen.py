@@ -1,0 +1,127 @@
+"""PostgreSQL frozen behind a TCP proxy that stops forwarding: bounded 503s, reads from memory, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from muster.catalog.model import DiscoverQuery, RegisterInput
+from muster.errors import Unavailable
+from tests.conftest import fresh_database, settings_for
+
+pytestmark = pytest.mark.postgres
+
+
+class FreezingProxy:
+    """Forwards TCP to PostgreSQL until frozen: then bytes stop moving both ways, sockets stay open."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pump(source, sink))
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while data := await source.read(65536):
+                await self.flowing.wait()
+                sink.write(data)
+                await sink.drain()
+        with contextlib.suppress(Exception):
+            sink.close()
+
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
+
+    async def close(self) -> None:
+        self.thaw()
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._pumps):
+            task.cancel()
+
+
+@pytest.fixture
+async def frozen_runtime(tmp_path: Path) -> AsyncIterator[tuple[Any, FreezingProxy]]:
+    from muster.server import build_runtime, close_runtime
+
+    async with fresh_database("postgresql", tmp_path) as url:
+        proxy = FreezingProxy(5432)
+        await proxy.start()
+        through_proxy = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        assert through_proxy != url, "the test database must be on 127.0.0.1:5432"
+        runtime = await build_runtime(settings_for(through_proxy, tmp_path, db_timeout=1.0))
+        try:
+            yield runtime, proxy
+        finally:
+            proxy.thaw()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(15):
+                    await close_runtime(runtime)
+            await proxy.close()
+
+
+async def test_frozen_store_fails_writes_in_bounded_time_serves_reads_and_recovers(
+    frozen_runtime: tuple[Any, FreezingProxy],
+) -> None:
+    """Frozen: writes 503 within about the timeout, /ready false within 2 s, discover still answers; then recovery."""
+    runtime, proxy = frozen_runtime
+    catalog = runtime.catalog
+    before = await catalog.register(RegisterInput(name="steady", type="agent", url="http://127.0.0.1:1"))
+
+    proxy.freeze()
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        await catalog.register(RegisterInput(name="during", type="agent", url="http://127.0.0.1:2"))
+    write_took = time.monotonic() - started
+    assert write_took < 1.0 * 4, f"a write against a frozen store took {write_took:.1f} s"
+
+    started = time.monotonic()
+    ready, reason = await runtime.readiness()
+    assert (False, "store not answering") == (ready, reason)
+    assert time.monotonic() - started < 2.0
+
+    found = catalog.discover(DiscoverQuery(name="steady"))  # served from memory
+    assert [before.service_id] == [r.service_id for r in found]
+    queued = await asyncio.gather(
+        *(catalog.register(RegisterInput(name=f"q{i}", type="agent", url="http://127.0.0.1:3")) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, Unavailable) for result in queued)
+
+    proxy.thaw()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            after = await catalog.register(RegisterInput(name="after", type="agent", url="http://127.0.0.1:4"))
+            break
+        except Unavailable:
+            assert time.monotonic() < deadline, "the store never recovered"
+            await asyncio.sleep(0.2)
+    assert (await catalog.get(after.service_id)).name == "after"
+    assert (await catalog.get(before.service_id)).name == "steady"  # nothing acknowledged was lost
+    while not (await runtime.readiness())[0]:
+        assert time.monotonic() < deadline, "readiness never came back"
+        await asyncio.sleep(0.2)
