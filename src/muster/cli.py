@@ -39,6 +39,10 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
     "shutdown_grace": {"type": float, "help": "seconds to drain in-flight requests on SIGTERM (default 10)"},
     "log_level": {"choices": ["debug", "info", "warning", "error"]},
     "max_body_bytes": {"type": int, "help": "largest request body accepted, in bytes (default 1048576)"},
+    "rate_limit_writes": {"type": float, "help": "writes a second per caller (principal, or address with auth "
+                          "off), burst twice that; heartbeats never count; 0: off (default 10000)"},
+    "rate_limit_expensive": {"type": float, "help": "expensive reads a second per caller: discover with 3+ "
+                             "filters, traversals deeper than 5, impact, watch from 0; 0: off (default 1000)"},
     "db_timeout": {"type": float, "help": "seconds a store connect, statement or write may take before "
                    "the request fails with 503 (default 5)"},
     "auth": {"action": "store_true", "help": "require a token with the right scope on every route and RPC "

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # Connect, statement, pool checkout and whole-write bound against the store (seconds): with the
     # database frozen, writes fail with 503 / UNAVAILABLE after this long instead of hanging.
     db_timeout: float = Field(5.0, gt=0, le=300)
+    # Token buckets per caller (principal, or client address with auth off), per process; 0 turns one
+    # off. Writes (heartbeats never count) and expensive reads (see muster.limits).
+    rate_limit_writes: float = Field(10_000.0, ge=0)
+    rate_limit_expensive: float = Field(1_000.0, ge=0)
     # Identity: every route and RPC but the probes needs a token with the right scope.
     auth: bool = False
     # Serve a non-loopback address without auth all the same (a private network, a sidecar).

@@ -9,6 +9,7 @@
     ├── Unauthenticated             no token, or an unknown/expired one     401 / UNAUTHENTICATED
     ├── PermissionDenied            the token lacks the scope, or the thing 403 / PERMISSION_DENIED
     │                               belongs to another principal
+    ├── RateLimited                 too many writes or expensive reads      429 / RESOURCE_EXHAUSTED
     ├── Unavailable                 store unreachable, shutting down        503 / UNAVAILABLE
     └── ResourceExhausted           a bound was hit (body, list, queue)     413 / RESOURCE_EXHAUSTED
 
@@ -34,6 +35,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "Pruned",
+    "RateLimited",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
@@ -128,6 +130,18 @@ class PermissionDenied(MusterError):
     code = "permission_denied"
 
 
+class RateLimited(MusterError):
+    """The caller spent its budget of writes or expensive reads; ``retry_after`` says when to come back."""
+
+    http_status = 429
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after
+
+
 class Unavailable(MusterError):
     """The store cannot be reached or the server is shutting down."""
 
@@ -148,7 +162,7 @@ _BY_CODE: dict[str, type[MusterError]] = {
     cls.code: cls
     for cls in (
         Invalid, NotFound, Conflict, FailedPrecondition, Expired, Pruned, Unauthenticated, PermissionDenied,
-        Unavailable, ResourceExhausted,
+        RateLimited, Unavailable, ResourceExhausted,
     )
 }
 _BY_GRPC: dict[grpc.StatusCode, type[MusterError]] = {
@@ -180,7 +194,7 @@ def error_for_http_status(status: int, body: dict[str, Any]) -> MusterError:
     cls = _BY_CODE.get(str(body.get("error", "")))
     if cls is None:
         cls = {
-            401: Unauthenticated, 403: PermissionDenied, 422: Invalid, 404: NotFound, 409: Conflict,
+            401: Unauthenticated, 403: PermissionDenied, 422: Invalid, 404: NotFound, 409: Conflict, 429: RateLimited,
             503: Unavailable, 413: ResourceExhausted,
         }.get(
             status, MusterError
@@ -219,6 +233,15 @@ def grpc_trailing_metadata(error: MusterError) -> tuple[tuple[str, str | bytes],
         bad = any_pb2.Any()
         bad.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
         details.append(bad)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        from google.protobuf import duration_pb2
+
+        retry = any_pb2.Any()
+        wait = duration_pb2.Duration()
+        wait.FromNanoseconds(int(retry_after * 1e9))
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=wait))
+        details.append(retry)
     status = status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=details)
     return ((ERROR_CODE_KEY, error.code), (STATUS_DETAILS_KEY, status.SerializeToString()))
 

@@ -28,6 +28,7 @@ __all__ = [
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
     "MONITOR_SWEEPS",
+    "RATE_LIMITED",
     "beat_outcome",
     "counting_beat",
     "heartbeat_counters",
@@ -43,6 +44,7 @@ HTTP_LATENCY = Histogram(
     "muster_http_request_duration_seconds", "HTTP request latency", ["route", "method"], buckets=_BUCKETS
 )
 GRPC_REQUESTS = Counter("muster_grpc_requests_total", "gRPC calls by method and status code", ["rpc", "code"])
+RATE_LIMITED = Counter("muster_rate_limited_total", "Requests refused by a rate limit", ["door", "kind"])
 AUTH_REFUSED = Counter(
     "muster_auth_refused_total", "Requests refused at a door for their credentials", ["door", "code"]
 )

@@ -20,9 +20,11 @@ from google.protobuf.message import DecodeError
 
 from muster.errors import Invalid, grpc_trailing_metadata
 
-__all__ = ["Admit", "DoorInterceptor", "guarded"]
+__all__ = ["Admit", "Check", "DoorInterceptor", "guarded"]
 
 Admit = Callable[[Any], Awaitable[None]]
+# Run with each decoded unary request (rate limits look at what is asked); aborts the call to refuse it.
+Check = Callable[[Any, Any], Awaitable[None]]
 
 
 class _Undecodable:
@@ -65,8 +67,10 @@ def _type_name(handler: grpc.RpcMethodHandler) -> str:
     return str(getattr(descriptor, "full_name", "request"))
 
 
-def guarded(handler: grpc.RpcMethodHandler, admit: Admit | None = None) -> grpc.RpcMethodHandler:
-    """``handler`` with undecodable requests refused as INVALID_ARGUMENT and ``admit`` run first."""
+def guarded(
+    handler: grpc.RpcMethodHandler, admit: Admit | None = None, check: Check | None = None
+) -> grpc.RpcMethodHandler:
+    """``handler`` with undecodable requests refused as INVALID_ARGUMENT, ``admit`` run first, then ``check``."""
     inner = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
     deserializer = _safe(handler.request_deserializer, _type_name(handler))
     kind = ("stream" if handler.request_streaming else "unary") + "_" + (
@@ -80,6 +84,8 @@ def guarded(handler: grpc.RpcMethodHandler, admit: Admit | None = None) -> grpc.
             return _checked(request, context)
         if isinstance(request, _Undecodable):
             await _refuse_undecodable(context, request)
+        if check is not None:
+            await check(request, context)
         return request
 
     if handler.response_streaming:
@@ -105,8 +111,13 @@ def guarded(handler: grpc.RpcMethodHandler, admit: Admit | None = None) -> grpc.
 class DoorInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every method's handler once (see :func:`guarded`); ``admit_for(method)`` picks its admission."""
 
-    def __init__(self, admit_for: Callable[[str], Admit | None] = lambda _method: None) -> None:
+    def __init__(
+        self,
+        admit_for: Callable[[str], Admit | None] = lambda _method: None,
+        check_for: Callable[[str], Check | None] = lambda _method: None,
+    ) -> None:
         self._admit_for = admit_for
+        self._check_for = check_for
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -120,5 +131,5 @@ class DoorInterceptor(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:  # no such method: grpcio answers UNIMPLEMENTED
                 return handler
-            wrapped = self._wrapped[method] = guarded(handler, self._admit_for(method))
+            wrapped = self._wrapped[method] = guarded(handler, self._admit_for(method), self._check_for(method))
         return wrapped

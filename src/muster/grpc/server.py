@@ -14,6 +14,8 @@ from muster.catalog.grpc import CatalogServicer
 from muster.config import Settings
 from muster.grpc.events import EventsServicer
 from muster.grpc.guard import DoorInterceptor
+from muster.identity.scopes import GRPC_METHODS
+from muster.limits import RateLimiter, grpc_checks
 from muster.runtime import Runtime
 
 __all__ = ["GrpcDoor"]
@@ -49,14 +51,21 @@ class GrpcDoor:
 
     async def start(self, host: str, port: int) -> int:
         settings = self.runtime.settings
-        guard = DoorInterceptor()  # undecodable requests: INVALID_ARGUMENT, never UNKNOWN
+        limiter = RateLimiter({"write": settings.rate_limit_writes, "expensive": settings.rate_limit_expensive})
+        writes = frozenset(
+            method for method, scope in GRPC_METHODS.items()
+            if scope is not None and (scope.endswith(":write") or scope == "admin")
+        )
+        checks = grpc_checks(limiter, writes, settings.auth)
+        # Undecodable requests: INVALID_ARGUMENT, never UNKNOWN; then auth (when on), then rate limits.
+        guard = DoorInterceptor(check_for=checks)
         if settings.auth:
             from muster.identity.doors import Authorizer, grpc_admission
 
             authorizer = Authorizer(
                 self.runtime.contexts["identity"], enabled=True, principal_from_cn=settings.tls_principal_from_cn
             )
-            guard = DoorInterceptor(grpc_admission(authorizer))
+            guard = DoorInterceptor(grpc_admission(authorizer), checks)
         server = grpc.aio.server(options=_OPTIONS, interceptors=[guard])
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.runtime.catalog), server)
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.runtime.hub), server)

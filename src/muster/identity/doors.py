@@ -10,17 +10,16 @@ the caller as the operation's principal (:mod:`muster.identity.context`).
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import grpc
 import orjson
 import structlog
-from starlette.routing import compile_path
 
 from muster.errors import MusterError, PermissionDenied, Unauthenticated, grpc_trailing_metadata
 from muster.grpc.guard import Admit
+from muster.http.routing import RouteTable
 from muster.identity import caller
 from muster.identity.model import ANONYMOUS, Principal
 from muster.identity.scopes import HTTP_ROUTES, OPEN, scope_for_grpc, scope_for_http
@@ -113,30 +112,14 @@ class AuthMiddleware:
         self.app = app
         self.authorizer = authorizer
         self.metrics_auth = metrics_auth
-        self._static: dict[tuple[str, str], str] = {}
-        self._templated: list[tuple[str, re.Pattern[str], str]] = []
-        for method, template in HTTP_ROUTES:
-            if "{" in template:
-                self._templated.append((method, compile_path(template)[0], template))
-            else:
-                self._static[(method, template)] = template
-
-    def _template(self, method: str, path: str) -> str | None:
-        """The table's path template for this request; ``None`` when no entry has this path and method."""
-        found = self._static.get((method, path))
-        if found is not None:
-            return found
-        for entry_method, pattern, template in self._templated:
-            if entry_method == method and pattern.match(path):
-                return template
-        return None
+        self._routes = RouteTable(HTTP_ROUTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method = "GET" if scope["method"] == "HEAD" else scope["method"]
-        template = self._template(method, scope["path"])
+        template = self._routes.match(method, scope["path"])
         if template is None:  # no such route, or not with this method: let the router answer 404/405
             await self.app(scope, receive, send)
             return

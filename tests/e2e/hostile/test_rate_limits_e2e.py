@@ -1,0 +1,60 @@
+"""Rate limits over real doors: 429 with Retry-After, RESOURCE_EXHAUSTED with RetryInfo, heartbeats untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from muster._proto.muster.v1 import catalog_pb2 as pb
+from muster._proto.muster.v1 import catalog_pb2_grpc as pb_grpc
+from tests.conftest import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server allowing 5 writes and 2 expensive reads a second per caller (bursts of 10 and 4)."""
+    server = ServerProcess(
+        data_dir=tmp_path_factory.mktemp("limited"),
+        extra_args=["--rate-limit-writes", "5", "--rate-limit-expensive", "2"],
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_http_writes_past_the_budget_get_429_with_retry_after(limited_server: ServerProcess) -> None:
+    """The eleventh quick registration is refused with 429, Retry-After and Muster's error shape."""
+    body = {"name": "burst", "type": "agent", "url": "http://127.0.0.1:1", "heartbeat_interval_s": 60, "ttl_s": 90}
+    with httpx.Client(base_url=limited_server.http_url) as http:
+        codes = [http.post("/register", json=body) for _ in range(14)]
+        refused = [r for r in codes if r.status_code == 429]
+        assert refused, [r.status_code for r in codes]
+        assert int(refused[0].headers["retry-after"]) >= 1
+        assert "rate_limited" == refused[0].json()["error"]
+        sid = next(r for r in codes if r.status_code == 200).json()["service_id"]
+        beats = [http.put("/heartbeat", json={"service_id": sid}).status_code for _ in range(50)]
+        assert {200} == set(beats)  # a service's keep-alive is never throttled
+        metrics = http.get("/metrics").text
+    assert 'muster_rate_limited_total{door="http",kind="write"}' in metrics
+
+
+def test_grpc_expensive_reads_past_the_budget_get_resource_exhausted(limited_server: ServerProcess) -> None:
+    """Wide discovers past the budget: RESOURCE_EXHAUSTED with a RetryInfo; narrow ones go on."""
+    with grpc.insecure_channel(limited_server.grpc_target) as channel:
+        stub = pb_grpc.CatalogStub(channel)
+        wide = pb.DiscoverRequest(cap=["a"], label=["k=v"], type="model")
+        failures = []
+        for _ in range(8):
+            try:
+                stub.Discover(wide, timeout=5)
+            except grpc.RpcError as exc:
+                failures.append(exc)
+        assert failures and grpc.StatusCode.RESOURCE_EXHAUSTED == failures[0].code()
+        raw = dict(failures[0].trailing_metadata())["grpc-status-details-bin"]
+        status = status_pb2.Status.FromString(raw)
+        assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
+        for _ in range(20):
+            stub.Discover(pb.DiscoverRequest(cap=["a"]), timeout=5)
