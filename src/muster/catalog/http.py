@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -20,11 +20,27 @@ from muster.catalog.model import (
 )
 from muster.catalog.service import CatalogService
 from muster.errors import Invalid
+from muster.http.query import parse_query, query_openapi
 from muster.http.responses import JSON
 from muster.observability import counting_beat, heartbeat_counters
-from muster.validation import invalid_from, parse
+from muster.validation import invalid_from
 
 __all__ = ["router"]
+
+
+def _moment(field: str, text: str | None) -> datetime | None:
+    """An ISO 8601 time with its UTC offset; numbers (epoch seconds) are not times here."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00")) if any(c in text for c in "-:") else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise Invalid(field, "must be an ISO 8601 time, e.g. 2026-01-01T00:00:00Z")
+    if moment.tzinfo is None:
+        raise Invalid(field, "must carry a UTC offset, e.g. 2026-01-01T00:00:00Z")
+    return moment
 
 
 def router(catalog: CatalogService) -> APIRouter:
@@ -60,22 +76,13 @@ def router(catalog: CatalogService) -> APIRouter:
             ack = await catalog.heartbeat(body)
         return JSON(ack.to_dict())
 
-    @api.get("/discover", summary="Find live services, best first (lowest load, then p95)")
-    async def discover(
-        name: str | None = None,
-        type: str | None = None,
-        role: str | None = None,
-        # None rather than default_factory=list: FastAPI re-inspects a factory on every request.
-        cap: list[str] | None = Query(None),
-        label: list[str] | None = Query(None, description="key=value"),
-        status: str | None = None,
-        limit: int = 100,
-    ) -> Response:
-        query = parse(
-            DiscoverQuery,
-            {"name": name, "type": type, "role": role, "cap": cap or [], "label": label or [], "status": status,
-             "limit": limit},
-        )
+    @api.get(
+        "/discover",
+        summary="Find live services, best first (lowest load, then p95)",
+        openapi_extra=query_openapi(DiscoverQuery),
+    )
+    async def discover(request: Request) -> Response:
+        query = parse_query(DiscoverQuery, request)
         records = catalog.discover(query)
         cached = rendered.get(id(records))
         if cached is None or cached[0] is not records:
@@ -96,12 +103,10 @@ def router(catalog: CatalogService) -> APIRouter:
 
     @api.get("/services", summary="Every registered service, by name")
     async def list_services(
-        status: str | None = None,
+        status: Literal["ok", "degraded", "down"] | None = None,
         limit: int = Query(1000, ge=1, le=10_000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=1 << 31),
     ) -> Response:
-        if status is not None and status not in ("ok", "degraded", "down"):
-            raise Invalid("status", "must be one of ok, degraded, down")
         records = catalog.list_services(status=status, limit=limit, offset=offset)
         return JSON({"services": [r.to_dict() for r in records]})
 
@@ -116,11 +121,12 @@ def router(catalog: CatalogService) -> APIRouter:
     @api.get("/alerts", summary="Heartbeat alerts, newest first")
     async def alerts(
         limit: int = Query(100, ge=1, le=MAX_DISCOVER_LIMIT),
-        since: datetime | None = Query(None, description="ISO 8601; alerts at or after it"),
+        since: str | None = Query(
+            None, description="ISO 8601 with a UTC offset; alerts at or after it",
+            json_schema_extra={"format": "date-time"},
+        ),
     ) -> Response:
-        if since is not None and since.tzinfo is None:
-            raise Invalid("since", "must carry a UTC offset, e.g. 2026-01-01T00:00:00Z")
-        records = await catalog.alerts(limit=limit, since=since)
+        records = await catalog.alerts(limit=limit, since=_moment("since", since))
         return JSON({"alerts": [a.to_dict() for a in records]})
 
     return api

@@ -69,7 +69,11 @@ class RegisterInput(_Input):
     name: Name
     type: ServiceType
     role: Role = "experimental"
-    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    url: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=2048),
+        Field(json_schema_extra={"pattern": r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s\x00-\x1f\x7f]+$"}),
+    ]
     caps: list[Cap] = Field(default_factory=list, max_length=MAX_CAPS)
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
     ctx_limit: int | None = Field(None, ge=1, le=MAX_INT32, strict=True)

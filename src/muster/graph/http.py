@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from muster.graph.model import (
     MAX_LIST_LIMIT,
     MAX_OFFSET,
+    MAX_SERVICE_ID,
+    SERVICE_ID_PATTERN,
     AlertUpdateInput,
     ListServicesQuery,
     TraverseQuery,
     UpsertDependenciesInput,
     UpsertServicesInput,
 )
-from muster.graph.service import GraphService
+from muster.graph.service import MAX_STALE_HOURS, GraphService
+from muster.http.query import parse_query, query_openapi
 from muster.http.responses import JSON
 from muster.validation import parse
 
@@ -38,10 +42,23 @@ _TRAVERSE_OPENAPI: dict[str, Any] = {
 }
 
 
+# A service id in a path: the model's own rule, stated in the OpenAPI document.
+ServicePath = Annotated[str, Path(max_length=MAX_SERVICE_ID, pattern=SERVICE_ID_PATTERN)]
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def router(graph: GraphService) -> APIRouter:
     api = APIRouter(prefix="/graph", tags=["graph"])
 
-    @api.put("/services", summary="Create or replace services (bulk, idempotent, up to 10,000)")
+    @api.put(
+        "/services",
+        summary="Create or replace services (bulk, idempotent, up to 10,000)",
+        openapi_extra=_body(UpsertServicesInput),
+    )
     async def upsert_services(body: dict[str, Any] = Body(...)) -> Response:
         return JSON((await graph.upsert_services(parse(UpsertServicesInput, body))).to_dict())
 
@@ -49,36 +66,37 @@ def router(graph: GraphService) -> APIRouter:
         "/dependencies",
         summary="Create or update dependencies (bulk, idempotent, up to 10,000); unknown services are "
         "created with discovered=true",
+        openapi_extra=_body(UpsertDependenciesInput),
     )
     async def upsert_dependencies(body: dict[str, Any] = Body(...)) -> Response:
         return JSON((await graph.upsert_dependencies(parse(UpsertDependenciesInput, body))).to_dict())
 
-    @api.get("/services", summary="Services by service_id, filtered by team and criticality")
-    async def list_services(
-        team: str | None = None, criticality: str | None = None, limit: int = 100, offset: int = 0
-    ) -> Response:
-        query = parse(
-            ListServicesQuery, {"team": team, "criticality": criticality, "limit": limit, "offset": offset}
-        )
+    @api.get(
+        "/services",
+        summary="Services by service_id, filtered by team and criticality",
+        openapi_extra=query_openapi(ListServicesQuery),
+    )
+    async def list_services(request: Request) -> Response:
+        query = parse_query(ListServicesQuery, request)
         records, total = await graph.list_services(query)
         return JSON({"services": [r.to_dict() for r in records], "total": total})
 
     @api.get("/services/{service_id}", summary="One service")
-    async def get_service(service_id: str) -> Response:
+    async def get_service(service_id: ServicePath) -> Response:
         return JSON((await graph.get_service(service_id)).to_dict())
 
     @api.delete("/services/{service_id}", summary="Delete a service and every edge touching it")
-    async def delete_service(service_id: str) -> Response:
+    async def delete_service(service_id: ServicePath) -> Response:
         await graph.delete_service(service_id)
         return JSON({"service_id": service_id, "deleted": True})
 
     @api.get("/services/{service_id}/dependencies", summary="What this service depends on (its outgoing edges)")
-    async def dependencies(service_id: str, include_stale: bool = False) -> Response:
+    async def dependencies(service_id: ServicePath, include_stale: bool = False) -> Response:
         records = await graph.edges(service_id, outgoing=True, include_stale=include_stale)
         return JSON({"service_id": service_id, "dependencies": [r.to_dict() for r in records]})
 
     @api.get("/services/{service_id}/dependents", summary="What depends on this service (its incoming edges)")
-    async def dependents(service_id: str, include_stale: bool = False) -> Response:
+    async def dependents(service_id: ServicePath, include_stale: bool = False) -> Response:
         records = await graph.edges(service_id, outgoing=False, include_stale=include_stale)
         return JSON({"service_id": service_id, "dependents": [r.to_dict() for r in records]})
 
@@ -91,7 +109,7 @@ def router(graph: GraphService) -> APIRouter:
         "direction=both is the union of the upstream and downstream traversals",
         openapi_extra=_TRAVERSE_OPENAPI,
     )
-    async def traverse(service_id: str, request: Request) -> Response:
+    async def traverse(service_id: ServicePath, request: Request) -> Response:
         params = request.query_params
         data: dict[str, Any] = {"service_id": service_id}
         for name in _TRAVERSE_PARAMS:
@@ -105,7 +123,7 @@ def router(graph: GraphService) -> APIRouter:
         "/services/{service_id}/impact",
         summary="Everything that depends on this service, transitively, with the weakest-path criticality",
     )
-    async def impact(service_id: str) -> Response:
+    async def impact(service_id: ServicePath) -> Response:
         return JSON((await graph.impact(service_id)).to_dict())
 
     @api.post("/cycles/detect", summary="Find strongly connected components; one alert per component")
@@ -114,19 +132,23 @@ def router(graph: GraphService) -> APIRouter:
 
     @api.get("/alerts", summary="Circular dependency alerts, newest first")
     async def list_alerts(
-        status: str | None = None,
+        status: Literal["open", "acknowledged", "resolved"] | None = None,
         limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT),
         offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> Response:
         records = await graph.list_alerts(status=status, limit=limit, offset=offset)
         return JSON({"alerts": [r.to_dict() for r in records]})
 
-    @api.patch("/alerts/{alert_id}", summary="Acknowledge or resolve an alert (open → acknowledged → resolved)")
+    @api.patch(
+        "/alerts/{alert_id}",
+        summary="Acknowledge or resolve an alert (open → acknowledged → resolved)",
+        openapi_extra=_body(AlertUpdateInput),
+    )
     async def update_alert(alert_id: str, body: dict[str, Any] = Body(...)) -> Response:
         return JSON((await graph.update_alert(alert_id, parse(AlertUpdateInput, body))).to_dict())
 
     @api.post("/dependencies/mark-stale", summary="Mark edges not observed for older_than_hours stale")
-    async def mark_stale(older_than_hours: float = Query(...)) -> Response:
+    async def mark_stale(older_than_hours: float = Query(..., gt=0, le=MAX_STALE_HOURS)) -> Response:
         marked = await graph.mark_stale(older_than_hours)
         return JSON({"marked_stale": marked, "older_than_hours": older_than_hours})
 

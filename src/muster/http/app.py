@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from muster.errors import MusterError
+from muster.errors import Invalid, MusterError
 from muster.http.responses import JSON
 from muster.observability import HTTP_LATENCY, HTTP_REQUESTS
 from muster.runtime import Runtime
@@ -195,6 +195,19 @@ def _validation_error(_request: Request, exc: Exception) -> Response:
     return JSON({"error": "invalid_argument", "message": message, "field": field}, status_code=422)
 
 
+def _allowed_methods(path: str) -> str:
+    """Every method some route serves this path with (the router's own 405 names only one route's)."""
+    from muster.http.routing import RouteTable
+    from muster.identity.scopes import HTTP_ROUTES
+
+    global _ROUTES
+    if _ROUTES is None:
+        _ROUTES = RouteTable(HTTP_ROUTES)
+    methods = {method for method in ("GET", "POST", "PUT", "PATCH", "DELETE") if _ROUTES.match(method, path)}
+    return ", ".join(sorted(methods))
+
+
+_ROUTES: Any = None
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "resource_exhausted", 415: "unsupported_media_type"}
 
 
@@ -204,8 +217,13 @@ def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = _allowed_methods(request.url.path) or (exc.headers or {}).get("Allow", "")
+        headers = {**(exc.headers or {}), "Allow": allowed}
         message = f"{request.url.path} does not take {request.method}; it takes {allowed}"
+        return JSON({"error": "method_not_allowed", "message": message}, status_code=405, headers=headers)
+    elif exc.status_code == 400 and "parsing the body" in str(exc.detail):  # FastAPI: not UTF-8, not JSON
+        error = Invalid("body", "request body is not valid JSON (it is not UTF-8 text)")
+        return JSON(error.to_dict(), status_code=error.http_status)
     else:
         message = str(exc.detail)
     code = _HTTP_ERRORS.get(exc.status_code, "invalid_argument" if exc.status_code < 500 else "internal")
@@ -215,6 +233,18 @@ def _http_error(request: Request, exc: Exception) -> Response:
 def _unexpected(_request: Request, exc: Exception) -> Response:
     log.error("http.unhandled", error=repr(exc), exc_info=exc)
     return JSON({"error": "internal", "message": "internal error (a bug: please report it)"}, status_code=500)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        from muster.http.contract import truthful_openapi
+
+        app.openapi_schema = truthful_openapi(
+            get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        )
+    return app.openapi_schema
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -228,6 +258,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         default_response_class=JSON,
     )
     app.state.runtime = runtime
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_exception_handler(MusterError, _muster_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from muster.errors import Invalid
+from muster.http.query import parse_query, query_openapi
 from muster.http.responses import JSON
 from muster.leases.metrics import reserves_with_status
 from muster.leases.model import (
@@ -47,6 +48,9 @@ def _plan_id(plan_id: str) -> str:
     return parse(PlanIdInput, {"plan_id": plan_id}).plan_id
 
 
+_PLAN_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"
+
+
 def router(service: LeasesService) -> APIRouter:
     api = APIRouter(tags=["leases"])
 
@@ -71,9 +75,11 @@ def router(service: LeasesService) -> APIRouter:
     async def claim(request: Request) -> Response:
         return JSON((await service.claim(parse(ClaimInput, await _body(request)))).to_dict())
 
-    @api.get("/lookup", summary="The symbol's newest lease (404 if never reserved)")
-    async def lookup(repo: str = "", branch: str = "", fq_name: str = "") -> Response:
-        query = parse(LookupInput, {"repo": repo, "branch": branch, "fq_name": fq_name})
+    @api.get(
+        "/lookup", summary="The symbol's newest lease (404 if never reserved)", openapi_extra=query_openapi(LookupInput)
+    )
+    async def lookup(request: Request) -> Response:
+        query = parse_query(LookupInput, request)
         return JSON((await service.lookup(query)).to_dict())
 
     @api.post("/release", summary="Give the symbol back (idempotent)", openapi_extra=openapi(ReleaseInput))
@@ -99,12 +105,12 @@ def router(service: LeasesService) -> APIRouter:
         return JSON({"plan_id": data.plan_id, "leases": [lease.to_dict() for lease in granted]})
 
     @api.get("/plans/{plan_id:path}", summary="Every lease taken under a plan, oldest first")
-    async def get_plan(plan_id: str = Path(max_length=128)) -> Response:
+    async def get_plan(plan_id: str = Path(max_length=128, pattern=_PLAN_ID)) -> Response:
         plan = _plan_id(plan_id)
         return JSON({"plan_id": plan, "leases": [lease.to_dict() for lease in await service.get_plan(plan)]})
 
     @api.post("/plans/{plan_id:path}/release", summary="Release the plan's reservations (claimed symbols stay)")
-    async def release_plan(plan_id: str = Path(max_length=128)) -> Response:
+    async def release_plan(plan_id: str = Path(max_length=128, pattern=_PLAN_ID)) -> Response:
         return JSON((await service.release_plan(_plan_id(plan_id))).to_dict())
 
     return api

@@ -69,7 +69,8 @@ Status = Literal["reserved", "active", "deprecated", "released", "expired"]
 DEFAULT_TTL_SEC = 600
 MAX_TTL_SEC = 86_400
 MAX_PLAN_SYMBOLS = 500
-MAX_LEASE_ID = (1 << 63) - 1
+# Lease ids are JSON-safe integers (every JSON parser reads them exactly); the store counts up from 1.
+MAX_LEASE_ID = (1 << 53) - 1
 
 # What a symbol is; the set is closed so consumers can rely on it.
 Kind = Literal[
