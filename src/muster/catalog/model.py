@@ -124,7 +124,11 @@ class DiscoverQuery(_Input):
     type: ServiceType | None = None
     role: Role | None = None
     cap: list[Cap] = Field(default_factory=list, max_length=MAX_CAPS)
-    label: list[Annotated[str, StringConstraints(min_length=3, max_length=601)]] = Field(
+    label: list[
+        Annotated[
+            str, StringConstraints(min_length=3, max_length=601), Field(json_schema_extra={"pattern": "^[^=]+="})
+        ]
+    ] = Field(
         default_factory=list, max_length=MAX_LABELS
     )
     status: Status | None = None

@@ -144,7 +144,9 @@ def router(graph: GraphService) -> APIRouter:
         summary="Acknowledge or resolve an alert (open → acknowledged → resolved)",
         openapi_extra=_body(AlertUpdateInput),
     )
-    async def update_alert(alert_id: str, body: dict[str, Any] = Body(...)) -> Response:
+    async def update_alert(
+        alert_id: str = Path(json_schema_extra={"format": "uuid"}), body: dict[str, Any] = Body(...)
+    ) -> Response:
         return JSON((await graph.update_alert(alert_id, parse(AlertUpdateInput, body))).to_dict())
 
     @api.post("/dependencies/mark-stale", summary="Mark edges not observed for older_than_hours stale")

@@ -53,6 +53,27 @@ def _error_response(code: str) -> dict[str, Any]:
     }
 
 
+# ``\p{Cf}`` (Unicode format characters) is what the validators use; JSON Schema's ECMA regexes
+# without the ``u`` flag do not know it, so the document spells out the BMP ones (the rarer
+# astral ones are refused by the code all the same).
+_FORMAT_CHARACTERS = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+)
+
+
+def _portable_patterns(node: Any) -> None:
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and "\\p{Cf}" in pattern:
+            node["pattern"] = pattern.replace("\\p{Cf}", _FORMAT_CHARACTERS)
+        for value in node.values():
+            _portable_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _portable_patterns(value)
+
+
 def _hoist(node: Any, components: dict[str, Any]) -> None:
     """Move every inline ``$defs`` into the components (their refs already point there)."""
     if isinstance(node, dict):
@@ -74,6 +95,7 @@ def truthful_openapi(schema: dict[str, Any]) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     _hoist(schema.get("paths", {}), components)
+    _portable_patterns(schema)
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})

@@ -38,7 +38,7 @@ class CreateTokenInput(BaseModel):
 def router(identity: IdentityService) -> APIRouter:
     api = APIRouter(tags=["identity"])
 
-    @api.post("/tokens", summary="Make a token (admin); its secret is in this reply only")
+    @api.post("/tokens", summary="Make a token (admin); its secret is in this reply only", status_code=201)
     async def create(body: CreateTokenInput) -> Response:
         issued = await identity.create(body.name, list(body.scopes), expires=body.expires, by=caller.current())
         return JSON(issued.to_dict(), status_code=201)

@@ -53,6 +53,7 @@ MAX_SECRET_CHARS = 256
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 _EXPIRY = re.compile(r"^([1-9][0-9]{0,5})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_LIFETIME_S = 36_500 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,10 @@ def parse_expiry(text: str | None, now: datetime) -> datetime | None:
     match = _EXPIRY.match(text.strip())
     if match is None:
         raise Invalid("expires", "must be a whole number followed by s, m, h, d or w, e.g. 30d")
-    return now + timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > _MAX_LIFETIME_S:
+        raise Invalid("expires", "at most 100 years (36500d)")
+    return now + timedelta(seconds=seconds)
 
 
 def bearer_secret(header: str | None) -> str | None:

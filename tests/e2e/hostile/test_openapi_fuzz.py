@@ -1,0 +1,81 @@
+"""Schemathesis over the whole OpenAPI document of a live server, on SQLite and PostgreSQL.
+
+Checks kept at 0 failures in the suite: no server error, every status code and
+content type documented, every response body conforming to its schema.
+``MUSTER_FUZZ_EXAMPLES`` sets the examples per operation (default 15; ``./dev
+test --fuzz-long`` sets 500). Not yet enforced, and listed in docs/api.md
+("Contract"): a few request-side rules the schema cannot state (integers
+written as ``1.0`` are refused; label keys and values are checked beyond
+what the schema says).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import checks
+
+from tests.conftest import ServerProcess
+
+_EXAMPLES = int(os.environ.get("MUSTER_FUZZ_EXAMPLES", "15"))
+_CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+]
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fuzzed_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server per engine, with rate limits off (the fuzzer is one caller sending thousands of writes)."""
+    import asyncio
+    import contextlib
+
+    from tests.conftest import fresh_database, require_postgres
+
+    tmp: Path = tmp_path_factory.mktemp(f"fuzz-{request.param}")
+    with contextlib.ExitStack() as stack:
+        url = None
+        if request.param == "postgresql":
+            require_postgres()
+            runner = stack.enter_context(asyncio.Runner())
+            manager = fresh_database("postgresql", tmp)
+            url = runner.run(manager.__aenter__()).replace("+asyncpg", "")
+            stack.callback(lambda: runner.run(manager.__aexit__(None, None, None)))
+        server = ServerProcess(data_dir=tmp / "data", database_url=url, doors="single",
+                               extra_args=["--rate-limit-writes", "0", "--rate-limit-expensive", "0"]).start()
+        stack.callback(server.stop)
+        yield server
+
+
+def test_every_operation_keeps_its_contract(fuzzed_server: ServerProcess) -> None:
+    """Generated requests for every operation: never a 5xx, every answer documented and shaped as documented."""
+    from hypothesis import given
+
+    api = schemathesis.openapi.from_url(f"{fuzzed_server.http_url}/openapi.json")
+    failures: dict[str, str] = {}
+    tested = 0
+    for result in api.get_all_operations():
+        operation = result.ok()
+        if operation.path == "/watch":  # an endless stream: its contract is tested in tests/e2e (SSE)
+            continue
+
+        @settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy())
+        def exercise(case: Any) -> None:
+            case.call_and_validate(base_url=fuzzed_server.http_url, checks=_CHECKS, timeout=30)
+
+        try:
+            exercise()
+        except Exception as exc:  # one operation's failure must not hide the others'
+            failures[f"{operation.method.upper()} {operation.path}"] = str(exc)[:2000]
+        tested += 1
+    assert tested >= 35
+    assert {} == failures
