@@ -270,10 +270,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         if make_router is not None:
             app.include_router(make_router())
     settings = runtime.settings
+    from muster.http.query import UnknownQueryGuard
     from muster.http.routing import RouteTable
     from muster.identity.scopes import HTTP_ROUTES
     from muster.limits import RateLimiter, RateLimitMiddleware
 
+    app.add_middleware(UnknownQueryGuard, fastapi_app=app, routes=RouteTable(HTTP_ROUTES))
     limiter = RateLimiter({"write": settings.rate_limit_writes, "expensive": settings.rate_limit_expensive})
     # Innermost of the three: budgets are per principal, known once auth has run.
     app.add_middleware(RateLimitMiddleware, limiter=limiter, routes=RouteTable(HTTP_ROUTES), auth=settings.auth)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from muster.errors import Invalid
 from muster.validation import parse
 
-__all__ = ["parse_query", "query_openapi"]
+__all__ = ["UnknownQueryGuard", "parse_query", "query_openapi"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -61,3 +61,54 @@ def parse_query(model: type[M], request: Request, **path: Any) -> M:
             annotation = str(info.annotation)
             data[name] = params.getlist(name) if "list" in annotation else params[name]
     return parse(model, data)
+
+
+class UnknownQueryGuard:
+    """ASGI: a query parameter no route declares is refused by name (422), on every route.
+
+    What each route declares is read from the app's own OpenAPI document, so the
+    guard and the contract cannot disagree. Requests without a query string pass
+    untouched.
+    """
+
+    def __init__(self, app: Any, fastapi_app: Any, routes: Any) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self.routes = routes
+        self._declared: dict[tuple[str, str], list[str]] | None = None
+
+    def _declared_for(self, method: str, template: str) -> list[str] | None:
+        if self._declared is None:
+            converters = {}
+            for _, path in self.routes.templates():
+                converters[path.replace(":path}", "}")] = path
+            declared: dict[tuple[str, str], list[str]] = {}
+            for path, operations in self.fastapi_app.openapi().get("paths", {}).items():
+                for verb, operation in operations.items():
+                    names = [p["name"] for p in operation.get("parameters", ()) if p.get("in") == "query"]
+                    declared[(verb.upper(), converters.get(path, path))] = names
+            self._declared = declared
+        return self._declared.get((method, template))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("query_string"):
+            method = "GET" if scope["method"] == "HEAD" else scope["method"]
+            template = self.routes.match(method, scope["path"])
+            known = self._declared_for(method, template) if template is not None else None
+            if known is not None:
+                from urllib.parse import parse_qsl
+
+                for name, _ in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+                    if name not in known:
+                        close = difflib.get_close_matches(name, known, n=1)
+                        hint = f"; did you mean {close[0]}?" if close else ""
+                        listed = ", ".join(known) or "none"
+                        error = Invalid(name, f"unknown query parameter{hint} (this route takes: {listed})")
+                        import orjson
+
+                        body = orjson.dumps(error.to_dict())
+                        await send({"type": "http.response.start", "status": 422, "headers": [
+                            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                        await send({"type": "http.response.body", "body": body})
+                        return
+        await self.app(scope, receive, send)

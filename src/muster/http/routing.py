@@ -22,6 +22,10 @@ class RouteTable:
             else:
                 self._static[(method, template)] = template
 
+    def templates(self) -> list[tuple[str, str]]:
+        """Every (method, template) in the table."""
+        return [*self._static, *((m, t) for m, _, t in self._templated)]
+
     def match(self, method: str, path: str) -> str | None:
         """The template serving ``method path``; ``None`` when no entry has this path and method."""
         found = self._static.get((method, path))

@@ -66,3 +66,14 @@ def test_oversized_bodies_are_413_plain_or_chunked(shared_server: ServerProcess)
                          headers={"content-type": "application/json"})
     assert 413 == chunked.status_code
     assert "resource_exhausted" == _shape(chunked)["error"]
+
+
+def test_unknown_query_parameters_are_refused_by_name(shared_server: ServerProcess) -> None:
+    """A typo in a query parameter (/discover?caps=...) is a 422 naming it and the one meant, on any route."""
+    reply = httpx.get(shared_server.http_url + "/discover", params={"caps": "infer"})
+    assert 422 == reply.status_code
+    body = _shape(reply)
+    assert "caps" == body["field"] and "did you mean cap?" in body["message"]
+    other = httpx.get(shared_server.http_url + "/services", params={"stat": "ok"})
+    assert 422 == other.status_code and "status" in other.json()["message"]
+    assert 200 == httpx.get(shared_server.http_url + "/discover", params={"cap": "infer"}).status_code
