@@ -43,6 +43,10 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
                           "off), burst twice that; heartbeats never count; 0: off (default 10000)"},
     "rate_limit_expensive": {"type": float, "help": "expensive reads a second per caller: discover with 3+ "
                              "filters, traversals deeper than 5, impact, watch from 0; 0: off (default 1000)"},
+    "http_header_timeout": {"type": float, "help": "seconds a client gets to send a request's headers (default 10)"},
+    "http_body_timeout": {"type": float, "help": "seconds a client gets to send a body after its headers "
+                          "(default 30)"},
+    "http_idle_timeout": {"type": int, "help": "seconds an idle keep-alive connection stays open (default 5)"},
     "db_timeout": {"type": float, "help": "seconds a store connect, statement or write may take before "
                    "the request fails with 503 (default 5)"},
     "auth": {"action": "store_true", "help": "require a token with the right scope on every route and RPC "

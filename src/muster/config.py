@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     # Connect, statement, pool checkout and whole-write bound against the store (seconds): with the
     # database frozen, writes fail with 503 / UNAVAILABLE after this long instead of hanging.
     db_timeout: float = Field(5.0, gt=0, le=300)
+    # Slow clients: a request's headers must arrive within http_header_timeout seconds and its body
+    # within http_body_timeout after them; an idle keep-alive connection is closed after http_idle_timeout.
+    http_header_timeout: float = Field(10.0, gt=0, le=3600)
+    http_body_timeout: float = Field(30.0, gt=0, le=3600)
+    http_idle_timeout: int = Field(5, ge=1, le=3600)
     # Token buckets per caller (principal, or client address with auth off), per process; 0 turns one
     # off. Writes (heartbeats never count) and expensive reads (see muster.limits).
     rate_limit_writes: float = Field(10_000.0, ge=0)

@@ -170,7 +170,7 @@ async def serve_doors(
                     lifespan="off",
                     timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
                     server_header=False,
-                    **_uvicorn_tls(settings),
+                    **_uvicorn_protocol(settings),
                 )
             )
             http_task = asyncio.create_task(http_server.serve(), name="muster-http")
@@ -223,20 +223,27 @@ async def _ensure_admin_token(runtime: Any) -> None:
         log.warning("identity.admin_token_written", path=str(written.resolve()), mode="0600")
 
 
-def _uvicorn_tls(settings: Settings) -> dict[str, Any]:
-    """uvicorn's TLS options: certificate and key; with a client CA, client certificates required."""
-    if not settings.tls:
-        return {}
-    import ssl
+def _uvicorn_protocol(settings: Settings) -> dict[str, Any]:
+    """uvicorn's protocol (deadlines against slow clients) and TLS options (client certificates with a CA)."""
+    from muster.http.protocol import guarded_protocol
 
-    options: dict[str, Any] = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
-    if settings.tls_client_ca is not None:
-        options["ssl_ca_certs"] = str(settings.tls_client_ca)
-        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
-    if settings.tls_principal_from_cn:
-        from muster.identity.tls import ClientCertProtocol
+    base: Any = None
+    options: dict[str, Any] = {"timeout_keep_alive": settings.http_idle_timeout}
+    if settings.tls:
+        import ssl
 
-        options["http"] = ClientCertProtocol
+        options |= {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+        if settings.tls_client_ca is not None:
+            options["ssl_ca_certs"] = str(settings.tls_client_ca)
+            options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        if settings.tls_principal_from_cn:
+            from muster.identity.tls import ClientCertProtocol
+
+            base = ClientCertProtocol
+    if base is None:
+        options["http"] = guarded_protocol(settings.http_header_timeout, settings.http_body_timeout)
+    else:
+        options["http"] = guarded_protocol(settings.http_header_timeout, settings.http_body_timeout, base)
     return options
 
 

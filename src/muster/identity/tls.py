@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+from muster.http.protocol import _Guarded
 from muster.identity.doors import client_cn_from_ssl_object
 
 __all__ = ["ClientCertProtocol"]
 
 
-class ClientCertProtocol(HttpToolsProtocol):
+class ClientCertProtocol(_Guarded):
     """uvicorn's HTTP/1.1 protocol, adding ``extensions.tls.client_cert_cn`` to every request's scope.
 
     asyncio hands the connection over only after the TLS handshake, so the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
@@ -77,3 +78,58 @@ def test_unknown_query_parameters_are_refused_by_name(shared_server: ServerProce
     other = httpx.get(shared_server.http_url + "/services", params={"stat": "ok"})
     assert 422 == other.status_code and "status" in other.json()["message"]
     assert 200 == httpx.get(shared_server.http_url + "/discover", params={"cap": "infer"}).status_code
+
+
+def _trickle(port: int, data: bytes, pause: float, limit: float) -> bool:
+    """Send ``data`` a byte at a time; whether the server closed the connection before ``limit`` seconds."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
+        return _trickle_on(sock, data, pause, limit)
+
+
+def test_slow_clients_are_cut_off_and_memory_stays_bounded(server_factory: Any) -> None:
+    """Headers or a body trickled a byte at a time are cut off at their deadline; 200 of them cost little memory."""
+    import socket
+
+    import psutil
+
+    server = server_factory(extra_args=["--http-header-timeout", "1", "--http-body-timeout", "1"])
+    headers = b"GET /health HTTP/1.1\r\nhost: x\r\nx-padding: " + b"a" * 200 + b"\r\n\r\n"
+    assert _trickle(server.http_port, headers, 0.2, 15)
+    body_head = b"POST /register HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=15) as sock:
+        sock.sendall(body_head)
+        assert _trickle_on(sock, b"{" + b" " * 150, 0.2, 15)
+    process = psutil.Process(server.process.pid)
+    before = process.memory_info().rss
+    sockets = [socket.create_connection(("127.0.0.1", server.http_port)) for _ in range(200)]
+    try:
+        for sock in sockets:
+            sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n")  # never finished
+        grown = process.memory_info().rss - before
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert grown < 64 * 2**20, f"200 slow connections grew the HTTP door by {grown / 2**20:.1f} MiB"
+    assert 200 == httpx.get(server.http_url + "/health").status_code
+
+
+def _trickle_on(sock: Any, data: bytes, pause: float, limit: float) -> bool:
+    import time
+
+    started = time.monotonic()
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            return True
+        sock.settimeout(pause)
+        try:
+            if sock.recv(1024) == b"":
+                return True
+        except TimeoutError:
+            pass
+        if time.monotonic() - started > limit:
+            return False
+    return False

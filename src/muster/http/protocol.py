@@ -1,0 +1,66 @@
+"""uvicorn's HTTP/1.1 protocol with deadlines against slow clients (slowloris).
+
+uvicorn cuts idle keep-alive connections (``timeout_keep_alive``) but waits
+for ever for a request's headers or body to arrive. Here a connection that
+has not sent a request's complete headers within ``header_timeout`` seconds
+(from the connection, or from the first byte of the next request), or its
+whole body within ``body_timeout`` seconds after the headers, is closed. A
+client trickling a byte a second thus holds a connection for at most that
+long, and memory stays bounded by the connections open at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["guarded_protocol"]
+
+
+class _Guarded(HttpToolsProtocol):
+    header_timeout = 10.0
+    body_timeout = 30.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm(self.header_timeout)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.header_timeout)
+
+    def on_headers_complete(self) -> None:
+        self._arm(self.body_timeout)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def guarded_protocol(header_timeout: float, body_timeout: float, base: type[Any] = _Guarded) -> type[Any]:
+    """The protocol class to hand uvicorn (``Config(http=...)``), with these deadlines."""
+    if not issubclass(base, _Guarded):
+        base = type(f"Guarded{base.__name__}", (_Guarded, base), {})
+    return type("MusterHttpProtocol", (base,), {"header_timeout": header_timeout, "body_timeout": body_timeout})
