@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, settings
-from schemathesis import checks
+from schemathesis import GenerationMode, checks
 
 from tests.conftest import ServerProcess
 
