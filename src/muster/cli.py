@@ -46,6 +46,7 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
     "http_header_timeout": {"type": float, "help": "seconds a client gets to send a request's headers (default 10)"},
     "http_body_timeout": {"type": float, "help": "seconds a client gets to send a body after its headers "
                           "(default 30)"},
+    "max_header_bytes": {"type": int, "help": "largest request line and headers, in bytes (default 65536)"},
     "http_idle_timeout": {"type": int, "help": "seconds an idle keep-alive connection stays open (default 5)"},
     "db_timeout": {"type": float, "help": "seconds a store connect, statement or write may take before "
                    "the request fails with 503 (default 5)"},

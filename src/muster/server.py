@@ -240,10 +240,8 @@ def _uvicorn_protocol(settings: Settings) -> dict[str, Any]:
             from muster.identity.tls import ClientCertProtocol
 
             base = ClientCertProtocol
-    if base is None:
-        options["http"] = guarded_protocol(settings.http_header_timeout, settings.http_body_timeout)
-    else:
-        options["http"] = guarded_protocol(settings.http_header_timeout, settings.http_body_timeout, base)
+    limits = (settings.http_header_timeout, settings.http_body_timeout, settings.max_header_bytes)
+    options["http"] = guarded_protocol(*limits) if base is None else guarded_protocol(*limits, base=base)
     return options
 
 

@@ -6,7 +6,9 @@ has not sent a request's complete headers within ``header_timeout`` seconds
 (from the connection, or from the first byte of the next request), or its
 whole body within ``body_timeout`` seconds after the headers, is closed. A
 client trickling a byte a second thus holds a connection for at most that
-long, and memory stays bounded by the connections open at once.
+long, and memory stays bounded by the connections open at once. A request
+line and headers over ``max_header_bytes`` (64 KiB by default) are answered
+431 and the connection closed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,29 @@ __all__ = ["guarded_protocol"]
 class _Guarded(HttpToolsProtocol):
     header_timeout = 10.0
     body_timeout = 30.0
+    max_header_bytes = 65_536
     _deadline: asyncio.TimerHandle | None = None
+    _header_bytes: int | None = 0  # bytes of the request line and headers so far; None once they are complete
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_bytes is not None:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.max_header_bytes:  # refuse before the parser buffers any more
+                self._refuse_headers()
+                return
+        super().data_received(data)
+
+    def _refuse_headers(self) -> None:
+        body = (
+            b'{"error":"resource_exhausted","message":"request headers exceed the limit of '
+            + str(self.max_header_bytes).encode()
+            + b' bytes"}'
+        )
+        head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        head += b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+        if not self.transport.is_closing():
+            self.transport.write(head + body)
+            self.transport.close()
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
@@ -45,8 +69,11 @@ class _Guarded(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm(self.header_timeout)
+        if self._header_bytes is None:  # the next request on this connection
+            self._header_bytes = 0
 
     def on_headers_complete(self) -> None:
+        self._header_bytes = None
         self._arm(self.body_timeout)
         super().on_headers_complete()
 
@@ -59,8 +86,11 @@ class _Guarded(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float, base: type[Any] = _Guarded) -> type[Any]:
-    """The protocol class to hand uvicorn (``Config(http=...)``), with these deadlines."""
+def guarded_protocol(
+    header_timeout: float, body_timeout: float, max_header_bytes: int = 65_536, base: type[Any] = _Guarded
+) -> type[Any]:
+    """The protocol class to hand uvicorn (``Config(http=...)``), with these deadlines and header bound."""
     if not issubclass(base, _Guarded):
         base = type(f"Guarded{base.__name__}", (_Guarded, base), {})
-    return type("MusterHttpProtocol", (base,), {"header_timeout": header_timeout, "body_timeout": body_timeout})
+    limits = {"header_timeout": header_timeout, "body_timeout": body_timeout, "max_header_bytes": max_header_bytes}
+    return type("MusterHttpProtocol", (base,), limits)

@@ -133,3 +133,16 @@ def _trickle_on(sock: Any, data: bytes, pause: float, limit: float) -> bool:
         if time.monotonic() - started > limit:
             return False
     return False
+
+
+def test_oversized_headers_are_refused_with_431(shared_server: ServerProcess) -> None:
+    """A request whose headers pass 64 KiB is answered 431 in Muster's shape and the connection closed."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", shared_server.http_port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 431")
+    assert b'"error":"resource_exhausted"' in data
