@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     http_body_timeout: float = Field(30.0, gt=0, le=3600)
     http_idle_timeout: int = Field(5, ge=1, le=3600)
     max_header_bytes: int = Field(65_536, ge=4096, le=1 << 20)
+    # Open watch streams (SSE and gRPC, every context) per process: in all, and per caller.
+    max_watchers: int = Field(10_000, ge=1)
+    max_watchers_per_caller: int = Field(100, ge=1)
     # Token buckets per caller (principal, or client address with auth off), per process; 0 turns one
     # off. Writes (heartbeats never count) and expensive reads (see muster.limits).
     rate_limit_writes: float = Field(10_000.0, ge=0)

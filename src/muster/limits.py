@@ -25,7 +25,17 @@ from typing import Any
 
 from muster.errors import RateLimited
 
-__all__ = ["HEARTBEATS", "Bucket", "RateLimiter", "classify_grpc", "classify_http", "retry_after_header"]
+__all__ = [
+    "HEARTBEATS",
+    "Bucket",
+    "RateLimiter",
+    "WatchSlots",
+    "classify_grpc",
+    "classify_http",
+    "grpc_caller",
+    "holding",
+    "retry_after_header",
+]
 
 # Never throttled (see the module's docstring).
 HEARTBEATS = frozenset({("PUT", "/heartbeat"), "/muster.v1.Catalog/Heartbeat", "/muster.v1.Catalog/HeartbeatStream"})
@@ -236,3 +246,81 @@ def _peer_address(peer: str | None) -> str | None:
     if rest.startswith("["):
         host = rest[1 : rest.index("]")]
     return host
+
+
+# -- watch streams ----------------------------------------------------------------------------------
+
+
+class WatchSlots:
+    """Bounds on open watch streams, per caller and in all, for one process (both doors, every context).
+
+    A stream past either bound is refused before it starts (HTTP 429, gRPC RESOURCE_EXHAUSTED);
+    a stream's slot is given back when it ends, however it ends.
+    """
+
+    def __init__(self, total: int, per_caller: int, *, auth: bool) -> None:
+        self.total = total
+        self.per_caller = per_caller
+        self.auth = auth
+        self._open: dict[str, int] = {}
+        self._count = 0
+
+    def acquire(self, caller: str) -> Callable[[], None]:
+        """Take a slot for ``caller`` (``RateLimited`` when none is free); returns the release."""
+        held = self._open.get(caller, 0)
+        if held >= self.per_caller:
+            raise RateLimited(f"{caller} has {held} watch streams open, the most one caller may (end one first)")
+        if self._count >= self.total:
+            raise RateLimited(f"this server has {self._count} watch streams open, the most it takes")
+        self._open[caller] = held + 1
+        self._count += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._count -= 1
+            left = self._open.get(caller, 1) - 1
+            if left:
+                self._open[caller] = left
+            else:
+                self._open.pop(caller, None)
+
+        return release
+
+    @property
+    def open_streams(self) -> int:
+        return self._count
+
+
+class holding:
+    """``stream``, giving its watch slot back when it ends: exhausted, failed, closed, or never started."""
+
+    def __init__(self, release: Callable[[], None], stream: Any) -> None:
+        self._release = release
+        self._stream = aiter(stream)
+
+    def __aiter__(self) -> holding:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await anext(self._stream)
+        except BaseException:
+            self._release()
+            raise
+
+    async def aclose(self) -> None:
+        self._release()
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            await close()
+
+    def __del__(self) -> None:
+        self._release()
+
+
+def grpc_caller(slots: WatchSlots, context: Any) -> str:
+    return caller_name(slots.auth, _peer_address(context.peer()))

@@ -59,6 +59,9 @@ async def build_runtime(settings: Settings, *, clock: Any = None) -> Any:
     clock = clock or SystemClock()
     store = Store(settings.resolved_database_url(), clock=clock, timeout=settings.db_timeout)
     hub = EventHub(store, poll_interval=settings.event_poll_interval)
+    from muster.limits import WatchSlots
+
+    hub.slots = WatchSlots(settings.max_watchers, settings.max_watchers_per_caller, auth=settings.auth)
     catalog = CatalogService(
         store,
         hub,

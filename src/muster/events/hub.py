@@ -127,6 +127,8 @@ class EventHub:
         self._notified_revision = 0
         self._listen_tried_at = 0.0
         self._notify_check: asyncio.TimerHandle | None = None
+        # Bounds on open watch streams (muster.limits.WatchSlots), set by the composition root.
+        self.slots: Any = None
 
     # -- life cycle -----------------------------------------------------------
 

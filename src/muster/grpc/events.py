@@ -12,6 +12,7 @@ from muster._proto.muster.v1 import events_pb2_grpc as pb_grpc
 from muster.errors import Invalid
 from muster.events.hub import EventHub, WatchFilter
 from muster.grpc.common import streaming, timestamp
+from muster.limits import grpc_caller, holding
 
 __all__ = ["EventsServicer"]
 
@@ -26,7 +27,10 @@ class EventsServicer(pb_grpc.EventsServicer):
         if since is not None and since < 0:
             raise Invalid("since", "must be >= 0")
         watch_filter = WatchFilter.requested(request.kind_prefix, request.subject_prefix)
-        async for event in self.hub.watch(since, watch_filter):
+        stream = self.hub.watch(since, watch_filter)
+        if self.hub.slots is not None:
+            stream = holding(self.hub.slots.acquire(grpc_caller(self.hub.slots, context)), stream)
+        async for event in stream:
             yield pb.Event(
                 revision=event.revision,
                 kind=event.kind,

@@ -8,6 +8,7 @@ middleware bounds request bodies, assigns a request id, and records metrics.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -174,7 +175,9 @@ def _replay(body: bytes, original: Receive) -> Receive:
 
 def _muster_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MusterError)
-    return JSON(exc.to_dict(), status_code=exc.http_status)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return JSON(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
 
 def _validation_error(_request: Request, exc: Exception) -> Response:

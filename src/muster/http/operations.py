@@ -7,12 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import orjson
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from muster.errors import MusterError
 from muster.events.hub import MAX_KIND_PREFIX, MAX_SUBJECT_PREFIX, WatchFilter
 from muster.http.responses import JSON
+from muster.limits import caller_name, holding
 from muster.observability import GaugeCollector, render_metrics
 from muster.runtime import Runtime
 
@@ -44,6 +45,7 @@ def router(runtime: Runtime) -> APIRouter:
 
     @api.get("/watch", summary="Server-Sent Events: replay after `since`, then follow live")
     async def watch(
+        request: Request,
         since: int | None = Query(None, ge=0, description="replay events after this revision"),
         kind: str = Query("", max_length=MAX_KIND_PREFIX, description="kind prefix, e.g. catalog."),
         subject: str = Query("", max_length=MAX_SUBJECT_PREFIX, description="subject prefix"),
@@ -51,6 +53,10 @@ def router(runtime: Runtime) -> APIRouter:
     ) -> Response:
         start = last_event_id if last_event_id is not None else since
         stream = runtime.hub.watch(start, WatchFilter.requested(kind, subject))
+        slots = runtime.hub.slots
+        if slots is not None:
+            address = request.client.host if request.client else None
+            stream = holding(slots.acquire(caller_name(slots.auth, address)), stream)
         return StreamingResponse(_sse(stream), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
     return api

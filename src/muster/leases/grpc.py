@@ -31,6 +31,7 @@ from muster.leases.model import (
     timestamp_text,
 )
 from muster.leases.service import LeasesService
+from muster.limits import grpc_caller, holding
 from muster.validation import parse
 
 __all__ = ["SERVICE_NAME", "SymbolRegistryServicer", "lease_message"]
@@ -132,7 +133,11 @@ class SymbolRegistryServicer(pb_grpc.SymbolRegistryServicer):
     @streaming("SymbolRegistry/Watch")
     async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.LeaseEvent]:
         since = request.since if request.HasField("since") else None
-        async for event in self.service.watch(repo=request.repo, branch=request.branch, since=since):
+        stream = self.service.watch(repo=request.repo, branch=request.branch, since=since)
+        slots = self.service.hub.slots
+        if slots is not None:
+            stream = holding(slots.acquire(grpc_caller(slots, context)), stream)
+        async for event in stream:
             yield pb.LeaseEvent(
                 revision=event.revision,
                 kind=event.kind,

@@ -58,3 +58,41 @@ def test_grpc_expensive_reads_past_the_budget_get_resource_exhausted(limited_ser
         assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
         for _ in range(20):
             stub.Discover(pb.DiscoverRequest(cap=["a"]), timeout=5)
+
+
+def test_watch_streams_per_caller_are_bounded_on_both_doors(server_factory: object) -> None:
+    """With 2 streams per caller, a third SSE or gRPC watch is refused (429 / RESOURCE_EXHAUSTED) until one ends."""
+    import contextlib
+    import time
+
+    from muster._proto.muster.v1 import events_pb2, events_pb2_grpc
+
+    server = server_factory(extra_args=["--max-watchers-per-caller", "2"])  # type: ignore[operator]
+    url = server.http_url + "/watch"
+    readers = []  # kept referenced: a dropped reader closes its stream
+    with contextlib.ExitStack() as stack:
+        for _ in range(2):
+            opened = stack.enter_context(httpx.stream("GET", url, timeout=10))
+            assert 200 == opened.status_code
+            readers.append(opened.iter_bytes())
+            next(readers[-1])  # the stream is open and started
+        third = httpx.get(url, timeout=10)
+        assert 429 == third.status_code and "watch streams" in third.json()["message"]
+        assert "retry-after" in third.headers
+        with grpc.insecure_channel(server.grpc_target) as channel:  # the gRPC door counts its own streams
+            stub = events_pb2_grpc.EventsStub(channel)
+            held = [stub.Watch(events_pb2.WatchRequest(), timeout=30) for _ in range(2)]
+            time.sleep(0.5)  # both handlers are running and hold their slots
+            with pytest.raises(grpc.RpcError) as refused:
+                next(stub.Watch(events_pb2.WatchRequest(), timeout=10))
+            assert grpc.StatusCode.RESOURCE_EXHAUSTED == refused.value.code()
+            for call in held:
+                call.cancel()
+    def status() -> int:
+        with httpx.stream("GET", url, timeout=10) as response:
+            return response.status_code
+
+    deadline = time.monotonic() + 10
+    while status() == 429:  # slots come back when streams close
+        assert time.monotonic() < deadline, "closed streams never gave their slots back"
+        time.sleep(0.1)
