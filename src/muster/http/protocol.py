@@ -29,12 +29,21 @@ class _Guarded(HttpToolsProtocol):
     _header_bytes: int | None = 0  # bytes of the request line and headers so far; None once they are complete
 
     def data_received(self, data: bytes) -> None:
-        if self._header_bytes is not None:
-            self._header_bytes += len(data)
-            if self._header_bytes > self.max_header_bytes:  # refuse before the parser buffers any more
-                self._refuse_headers()
-                return
-        super().data_received(data)
+        if self._header_bytes is None:  # headers done: the body (its bound is the body limit's)
+            super().data_received(data)
+            return
+        # Feed at most what the header bound has room for; a chunk may carry headers and body at once.
+        room = self.max_header_bytes - self._header_bytes
+        first, rest = data[:room], data[room:]
+        if first:
+            self._header_bytes += len(first)
+            super().data_received(first)
+        if not rest or self.transport.is_closing():
+            return
+        if self._header_bytes is None:  # the headers ended within ``first``: the rest is body
+            super().data_received(rest)
+            return
+        self._refuse_headers()  # still no end of headers, and no room left
 
     def _refuse_headers(self) -> None:
         body = (
