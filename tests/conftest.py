@@ -123,6 +123,19 @@ async def fresh_database(engine: str, tmp_path: Path) -> AsyncIterator[str]:
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def server_database(engine: str, tmp_path: Path, stack: contextlib.ExitStack) -> str | None:
+    """For a server outside a test's own loop (module fixtures): ``None`` on SQLite (the server's own
+    file), else a fresh PostgreSQL database's URL, dropped when ``stack`` closes."""
+    if engine == "sqlite":
+        return None
+    require_postgres()
+    runner = stack.enter_context(asyncio.Runner())
+    manager = fresh_database("postgresql", tmp_path)
+    url = runner.run(manager.__aenter__()).replace("+asyncpg", "")
+    stack.callback(lambda: runner.run(manager.__aexit__(None, None, None)))
+    return url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def engine_name(request: pytest.FixtureRequest) -> str:
     """Both engines: every store test runs on SQLite and on PostgreSQL."""

@@ -38,20 +38,13 @@ _CHECKS = [
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def fuzzed_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server per engine, with rate limits off (the fuzzer is one caller sending thousands of writes)."""
-    import asyncio
     import contextlib
 
-    from tests.conftest import fresh_database, require_postgres
+    from tests.conftest import server_database
 
     tmp: Path = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     with contextlib.ExitStack() as stack:
-        url = None
-        if request.param == "postgresql":
-            require_postgres()
-            runner = stack.enter_context(asyncio.Runner())
-            manager = fresh_database("postgresql", tmp)
-            url = runner.run(manager.__aenter__()).replace("+asyncpg", "")
-            stack.callback(lambda: runner.run(manager.__aexit__(None, None, None)))
+        url = server_database(request.param, tmp, stack)
         server = ServerProcess(data_dir=tmp / "data", database_url=url, doors="single",
                                extra_args=["--rate-limit-writes", "0", "--rate-limit-expensive", "0"]).start()
         stack.callback(server.stop)

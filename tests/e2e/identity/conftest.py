@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ssl
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from muster.identity.model import SCOPES
-from tests.conftest import ServerProcess, fresh_database
+from tests.conftest import ServerProcess, server_database
 
 
 @dataclass
@@ -66,15 +65,6 @@ def auth_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     """A ``muster serve --auth`` (split doors) on each engine, with one token per scope."""
     tmp = tmp_path_factory.mktemp(f"auth-{request.param}")
     with contextlib.ExitStack() as stack:
-        url: str | None = None
-        if request.param == "postgresql":
-            from tests.conftest import require_postgres
-
-            require_postgres()
-            runner = stack.enter_context(asyncio.Runner())
-            manager = fresh_database("postgresql", tmp)
-            url = runner.run(manager.__aenter__()).replace("+asyncpg", "")
-            stack.callback(lambda: runner.run(manager.__aexit__(None, None, None)))
-        auth = start_auth_server(tmp / "data", url)
+        auth = start_auth_server(tmp / "data", server_database(request.param, tmp, stack))
         stack.callback(auth.server.stop)
         yield auth
