@@ -47,6 +47,8 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
     "http_body_timeout": {"type": float, "help": "seconds a client gets to send a body after its headers "
                           "(default 30)"},
     "max_header_bytes": {"type": int, "help": "largest request line and headers, in bytes (default 65536)"},
+    "heartbeat_stream_messages_per_s": {"type": float, "help": "messages a second one gRPC HeartbeatStream may "
+                                        "send, burst twice that; 0: no bound (default 1000)"},
     "max_watchers": {"type": int, "help": "open watch streams this process takes in all (default 10000)"},
     "max_watchers_per_caller": {"type": int, "help": "open watch streams per caller (default 100)"},
     "http_idle_timeout": {"type": int, "help": "seconds an idle keep-alive connection stays open (default 5)"},

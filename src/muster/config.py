@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     http_idle_timeout: int = Field(5, ge=1, le=3600)
     max_header_bytes: int = Field(65_536, ge=4096, le=1 << 20)
     # Open watch streams (SSE and gRPC, every context) per process: in all, and per caller.
+    # Messages a second one gRPC HeartbeatStream may send (each carries up to 1,000 beats); 0: no bound.
+    heartbeat_stream_messages_per_s: float = Field(1000.0, ge=0)
     max_watchers: int = Field(10_000, ge=1)
     max_watchers_per_caller: int = Field(100, ge=1)
     # Token buckets per caller (principal, or client address with auth off), per process; 0 turns one

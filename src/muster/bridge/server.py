@@ -27,7 +27,7 @@ from muster.bridge.service import BridgeService
 from muster.bridge.session import VariableEvent
 from muster.bridge.watch import StreamItem, WatchStream
 from muster.errors import MusterError, Unavailable, grpc_trailing_metadata
-from muster.grpc.guard import DoorInterceptor
+from muster.grpc.guard import GuardedRegistration
 
 __all__ = ["BridgeServer", "BridgeServicer"]
 
@@ -300,12 +300,11 @@ class BridgeServer:
         # Beyond max_concurrent_rpcs calls in flight, gRPC answers RESOURCE_EXHAUSTED: this bounds
         # the tool thread pool's queue too.
         options = [("grpc.so_reuseport", 0), *values.message_size_options(max_message_bytes)]
+        self._server = grpc.aio.server(options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
         # Undecodable requests are refused as INVALID_ARGUMENT; with a token, every call must carry it.
-        guard = DoorInterceptor(TokenGate(token).admit_for) if token else DoorInterceptor()
-        self._server = grpc.aio.server(
-            options=options, maximum_concurrent_rpcs=max_concurrent_rpcs, interceptors=[guard]
-        )
-        pb2_grpc.add_SnakepitBridgeServicer_to_server(BridgeServicer(service), self._server)
+        # Wrapped at registration, not by an interceptor: the bridge's calls are short and many.
+        registration = GuardedRegistration(self._server, TokenGate(token).admit_for if token else lambda _m: None)
+        pb2_grpc.add_SnakepitBridgeServicer_to_server(BridgeServicer(service), registration)
         self._sweeper: asyncio.Task[None] | None = None
 
     @property

@@ -20,8 +20,9 @@ from muster.catalog.model import (
     ServiceRecord,
 )
 from muster.catalog.service import BeatAck, CatalogService
-from muster.errors import Invalid, MusterError, NotFound
+from muster.errors import Invalid, MusterError, NotFound, RateLimited
 from muster.grpc.common import from_timestamp, present_fields, streaming, timestamp, unary
+from muster.limits import Bucket
 from muster.observability import GRPC_LATENCY, beat_outcome, counting_beat, heartbeat_counters
 from muster.validation import parse
 
@@ -81,8 +82,10 @@ def _ack(ack: BeatAck) -> pb.HeartbeatReply:
 
 
 class CatalogServicer(pb_grpc.CatalogServicer):
-    def __init__(self, catalog: CatalogService) -> None:
+    def __init__(self, catalog: CatalogService, *, stream_messages_per_s: float = 1000.0) -> None:
         self.catalog = catalog
+        # Messages a second one HeartbeatStream may send (burst twice that; 0: no bound).
+        self.stream_messages_per_s = stream_messages_per_s
         self._beats = heartbeat_counters("grpc")
         # A stream has no per-call latency; each message (a batch of beats) is timed instead.
         self._batch_latency = GRPC_LATENCY.labels(rpc="Catalog/HeartbeatStream")
@@ -113,8 +116,16 @@ class CatalogServicer(pb_grpc.CatalogServicer):
         self, request_iterator: AsyncIterator[pb.HeartbeatBatch], context: Any
     ) -> AsyncIterator[pb.HeartbeatBatchReply]:
         catalog, beats, latency = self.catalog, self._beats, self._batch_latency
+        rate = self.stream_messages_per_s
+        bucket = Bucket(rate, 2 * rate, 2 * rate, time.monotonic()) if rate > 0 else None
         async for batch in request_iterator:
             started = time.perf_counter()
+            if bucket is not None and (wait := bucket.take(time.monotonic())) > 0:
+                raise RateLimited(
+                    f"this HeartbeatStream sent more than {rate:g} messages a second (burst {2 * rate:g}); "
+                    "put more beats in each message (up to 1,000) or open the stream again",
+                    retry_after=wait,
+                )
             if not 1 <= len(batch.beats) <= MAX_BEATS_PER_BATCH:
                 raise Invalid("beats", f"1 to {MAX_BEATS_PER_BATCH} beats per message")
             replies, accepted = [], 0

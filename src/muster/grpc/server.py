@@ -29,6 +29,8 @@ _OPTIONS = [
     # Metadata up to 32 KiB reaches Muster (gRPC's default is 8 KiB), so an oversized token is
     # refused by Muster as UNAUTHENTICATED, in its words, not as a transport-level error.
     ("grpc.max_metadata_size", 32 * 1024),
+    # An idle client connection (no call for 5 minutes) is closed; clients reconnect on their next call.
+    ("grpc.max_connection_idle_ms", 300_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
 
@@ -67,7 +69,8 @@ class GrpcDoor:
             )
             guard = DoorInterceptor(grpc_admission(authorizer), checks)
         server = grpc.aio.server(options=_OPTIONS, interceptors=[guard])
-        catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.runtime.catalog), server)
+        catalog = CatalogServicer(self.runtime.catalog, stream_messages_per_s=settings.heartbeat_stream_messages_per_s)
+        catalog_pb2_grpc.add_CatalogServicer_to_server(catalog, server)
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.runtime.hub), server)
         names: list[str] = [
             catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name,

@@ -134,3 +134,43 @@ def test_no_method_answers_internal_or_unknown(shared_server: ServerProcess, met
         assert code not in _BAD, f"{method.full_name} answered {code.name} to {payload[:80]!r}"
 
     probe()
+
+
+@pytest.fixture(scope="module")
+def bridge_target() -> Any:
+    """A ``muster bridge`` worker process on a free port, serving the example tools."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+    worker = subprocess.Popen([sys.executable, "-m", "muster.cli", "bridge", "--port", "0", "--log-level", "error"],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    assert worker.stdout is not None
+    line = worker.stdout.readline()
+    assert line.startswith("GRPC_READY:"), line
+    yield f"127.0.0.1:{int(line.strip().rsplit(':', 1)[1])}"
+    worker.terminate()
+    worker.wait(timeout=20)
+
+
+def _bridge_methods() -> list[Any]:
+    from muster._proto.snakepit.bridge import snakepit_bridge_pb2
+
+    return list(snakepit_bridge_pb2.DESCRIPTOR.services_by_name["SnakepitBridge"].methods)
+
+
+@pytest.mark.parametrize("method", _bridge_methods(), ids=[m.name for m in _bridge_methods()])
+def test_no_bridge_method_answers_internal_or_unknown(bridge_target: str, method: Any) -> None:
+    """Raw bytes and arbitrary messages to the bridge worker never get INTERNAL or UNKNOWN."""
+    payloads = st.one_of(
+        st.binary(max_size=64),
+        _message(method.input_type).map(lambda message: message.SerializeToString()),
+    )
+
+    @settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(payload=payloads)
+    def probe(payload: bytes) -> None:
+        code = _call(bridge_target, method, payload)
+        assert code not in _BAD, f"{method.full_name} answered {code.name} to {payload[:80]!r}"
+
+    probe()

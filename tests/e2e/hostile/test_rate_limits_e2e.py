@@ -96,3 +96,23 @@ def test_watch_streams_per_caller_are_bounded_on_both_doors(server_factory: obje
     while status() == 429:  # slots come back when streams close
         assert time.monotonic() < deadline, "closed streams never gave their slots back"
         time.sleep(0.1)
+
+
+def test_a_heartbeat_stream_past_its_message_rate_is_ended_with_retry_info(server_factory: object) -> None:
+    """At 5 messages a second (burst 10), a stream sending 40 at once is ended with RESOURCE_EXHAUSTED after ~10."""
+    server = server_factory(extra_args=["--heartbeat-stream-messages-per-s", "5"])  # type: ignore[operator]
+    sid = httpx.post(server.http_url + "/register", json={"name": "s", "type": "agent", "url": "http://h:1"}).json()[
+        "service_id"
+    ]
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stream = pb_grpc.CatalogStub(channel).HeartbeatStream(
+            iter([pb.HeartbeatBatch(beats=[pb.HeartbeatRequest(service_id=sid, status="ok")])] * 40), timeout=20
+        )
+        answered = 0
+        with pytest.raises(grpc.RpcError) as ended:
+            for reply in stream:
+                assert "" == reply.replies[0].error_code
+                answered += 1
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED == ended.value.code()
+    assert "messages a second" in (ended.value.details() or "")
+    assert 8 <= answered <= 12
