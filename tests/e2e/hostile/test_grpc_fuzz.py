@@ -119,21 +119,55 @@ def _call(target: str, method: Any, payload: bytes) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fuzzed_grpc(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A ``muster serve`` per engine, rate limits off (the fuzzer is one caller sending thousands of calls)."""
+    import contextlib
+
+    from tests.conftest import server_database
+
+    tmp = tmp_path_factory.mktemp(f"grpc-fuzz-{request.param}")
+    with contextlib.ExitStack() as stack:
+        server = ServerProcess(
+            data_dir=tmp / "data", database_url=server_database(request.param, tmp, stack),
+            extra_args=["--rate-limit-writes", "0", "--rate-limit-expensive", "0"],
+        ).start()
+        stack.callback(server.stop)
+        yield server
+
+
 @pytest.mark.parametrize("method", _METHODS, ids=[f"{m.containing_service.name}/{m.name}" for m in _METHODS])
-def test_no_method_answers_internal_or_unknown(shared_server: ServerProcess, method: Any) -> None:
-    """Raw bytes and arbitrary messages to this method never get INTERNAL or UNKNOWN."""
+def test_no_method_answers_internal_or_unknown(fuzzed_grpc: ServerProcess, method: Any) -> None:
+    """Raw bytes and arbitrary messages to this method, on each engine, never get INTERNAL or UNKNOWN."""
+    shared_server = fuzzed_grpc
     payloads = st.one_of(
         st.binary(max_size=64),
         _message(method.input_type).map(lambda message: message.SerializeToString()),
     )
 
+    calls = 0
+
     @settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(payload=payloads)
     def probe(payload: bytes) -> None:
+        nonlocal calls
+        calls += 1
         code = _call(shared_server.grpc_target, method, payload)
         assert code not in _BAD, f"{method.full_name} answered {code.name} to {payload[:80]!r}"
 
     probe()
+    _report(shared_server, method.full_name, calls)
+
+
+def _report(server: ServerProcess, method: str, calls: int) -> None:
+    """With ``MUSTER_FUZZ_REPORT=path``, append what this method's run did (for docs/reliability.md)."""
+    path = os.environ.get("MUSTER_FUZZ_REPORT")
+    if path:
+        import json
+
+        engine = "postgresql" if server.database_url else "sqlite"
+        with open(path, "a") as report:
+            report.write(json.dumps({"fuzzer": "grpc", "engine": engine, "method": method, "calls": calls}) + "\n")
 
 
 @pytest.fixture(scope="module")
