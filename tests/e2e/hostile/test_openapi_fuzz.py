@@ -70,7 +70,11 @@ def test_every_operation_keeps_its_contract(fuzzed_server: ServerProcess) -> Non
         def exercise(case: Any) -> None:
             nonlocal requests
             requests += 1
-            case.call_and_validate(base_url=fuzzed_server.http_url, checks=_CHECKS, timeout=30)
+            response = case.call(base_url=fuzzed_server.http_url, timeout=30)
+            # A body over the size limit is refused with 413 before it is read; Schemathesis does not
+            # count 413 among the refusals of schema-violating data, Muster's contract does.
+            chosen = _CHECKS if response.status_code != 413 else _CHECKS[:-1]
+            case.validate_response(response, checks=chosen)
 
         try:
             exercise()
