@@ -200,16 +200,9 @@ class RateLimitMiddleware:
 
 
 async def _too_many(send: Any, exc: RateLimited) -> None:
-    import orjson
+    from muster.http.responses import send_error
 
-    body = orjson.dumps(exc.to_dict())
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", retry_after_header(exc.retry_after).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 429, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 429, exc.to_dict(), [(b"retry-after", retry_after_header(exc.retry_after).encode())])
 
 
 def grpc_checks(limiter: RateLimiter, writes: frozenset[str], auth: bool) -> Callable[[str], Any]:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from muster.errors import Invalid, MusterError
-from muster.http.responses import JSON
+from muster.http.responses import JSON, send_error
 from muster.observability import HTTP_LATENCY, HTTP_REQUESTS
 from muster.runtime import Runtime
 from muster.validation import _field_name, json_syntax_error
@@ -141,15 +140,7 @@ class EdgeMiddleware:
 
     @staticmethod
     async def _refuse(send: Send, status: int, code: str, message: str) -> None:
-        body = orjson.dumps({"error": code, "message": message})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, status, {"error": code, "message": message})
 
 
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -198,19 +189,12 @@ def _validation_error(_request: Request, exc: Exception) -> Response:
     return JSON({"error": "invalid_argument", "message": message, "field": field}, status_code=422)
 
 
-def _allowed_methods(path: str) -> str:
+def _allowed_methods(routes: Any, path: str) -> str:
     """Every method some route serves this path with (the router's own 405 names only one route's)."""
-    from muster.http.routing import RouteTable
-    from muster.identity.scopes import HTTP_ROUTES
-
-    global _ROUTES
-    if _ROUTES is None:
-        _ROUTES = RouteTable(HTTP_ROUTES)
-    methods = {method for method in ("GET", "POST", "PUT", "PATCH", "DELETE") if _ROUTES.match(method, path)}
+    methods = {method for method in ("GET", "POST", "PUT", "PATCH", "DELETE") if routes.match(method, path)}
     return ", ".join(sorted(methods))
 
 
-_ROUTES: Any = None
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "resource_exhausted", 415: "unsupported_media_type"}
 
 
@@ -220,7 +204,7 @@ def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 405:
-        allowed = _allowed_methods(request.url.path) or (exc.headers or {}).get("Allow", "")
+        allowed = _allowed_methods(request.app.state.routes, request.url.path) or (exc.headers or {}).get("Allow", "")
         headers = {**(exc.headers or {}), "Allow": allowed}
         message = f"{request.url.path} does not take {request.method}; it takes {allowed}"
         return JSON({"error": "method_not_allowed", "message": message}, status_code=405, headers=headers)
@@ -278,10 +262,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     from muster.identity.scopes import HTTP_ROUTES
     from muster.limits import RateLimiter, RateLimitMiddleware
 
-    app.add_middleware(UnknownQueryGuard, fastapi_app=app, routes=RouteTable(HTTP_ROUTES))
+    # One table of routes for every gatekeeper, matched with the router's own syntax.
+    routes = app.state.routes = RouteTable(HTTP_ROUTES)
+    app.add_middleware(UnknownQueryGuard, fastapi_app=app, routes=routes)
     limiter = RateLimiter({"write": settings.rate_limit_writes, "expensive": settings.rate_limit_expensive})
     # Innermost of the three: budgets are per principal, known once auth has run.
-    app.add_middleware(RateLimitMiddleware, limiter=limiter, routes=RouteTable(HTTP_ROUTES), auth=settings.auth)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, routes=routes, auth=settings.auth)
     if settings.auth:  # inside the edge: refusals get a request id and are counted like any answer
         from muster.identity.doors import AuthMiddleware, Authorizer, undeclared_routes
 
@@ -291,6 +277,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         authorizer = Authorizer(
             runtime.contexts["identity"], enabled=True, principal_from_cn=settings.tls_principal_from_cn
         )
-        app.add_middleware(AuthMiddleware, authorizer=authorizer, metrics_auth=settings.metrics_auth)
+        app.add_middleware(AuthMiddleware, authorizer=authorizer, metrics_auth=settings.metrics_auth, routes=routes)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

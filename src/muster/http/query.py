@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from muster.errors import Invalid
+from muster.http.responses import send_error
 from muster.validation import parse
 
 __all__ = ["UnknownQueryGuard", "parse_query", "query_openapi"]
@@ -104,11 +105,6 @@ class UnknownQueryGuard:
                         hint = f"; did you mean {close[0]}?" if close else ""
                         listed = ", ".join(known) or "none"
                         error = Invalid(name, f"unknown query parameter{hint} (this route takes: {listed})")
-                        import orjson
-
-                        body = orjson.dumps(error.to_dict())
-                        await send({"type": "http.response.start", "status": 422, "headers": [
-                            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-                        await send({"type": "http.response.body", "body": body})
+                        await send_error(send, error.http_status, error.to_dict())
                         return
         await self.app(scope, receive, send)

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import grpc
-import orjson
 import structlog
 
 from muster.errors import MusterError, PermissionDenied, Unauthenticated, grpc_trailing_metadata
 from muster.grpc.guard import Admit
+from muster.http.responses import send_error
 from muster.http.routing import RouteTable
 from muster.identity import caller
 from muster.identity.model import ANONYMOUS, Principal
@@ -108,11 +108,11 @@ class AuthMiddleware:
     """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], authorizer: Authorizer,
-                 metrics_auth: bool) -> None:
+                 metrics_auth: bool, routes: RouteTable | None = None) -> None:
         self.app = app
         self.authorizer = authorizer
         self.metrics_auth = metrics_auth
-        self._routes = RouteTable(HTTP_ROUTES)
+        self._routes = routes or RouteTable(HTTP_ROUTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,12 +141,8 @@ class AuthMiddleware:
 
 
 async def _refuse(send: Send, exc: MusterError) -> None:
-    body = orjson.dumps(exc.to_dict())
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if isinstance(exc, Unauthenticated):
-        headers.append((b"www-authenticate", b'Bearer realm="muster"'))
-    await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    challenge = [(b"www-authenticate", b'Bearer realm="muster"')] if isinstance(exc, Unauthenticated) else []
+    await send_error(send, exc.http_status, exc.to_dict(), challenge)
 
 
 def grpc_admission(authorizer: Authorizer) -> Callable[[str], Admit | None]:
