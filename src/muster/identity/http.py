@@ -2,36 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from muster.http.responses import JSON
 from muster.identity import caller
+from muster.identity.model import EXPIRY_PATTERN, NAME_PATTERN, SCOPES
 from muster.identity.service import IdentityService
 
 __all__ = ["CreateTokenInput", "router"]
 
 
-Scope = Literal[
-    "catalog:read", "catalog:write", "leases:read", "leases:write", "graph:read", "graph:write", "events:read", "admin"
-]
-
-
 class CreateTokenInput(BaseModel):
-    """``POST /tokens``: the schema states every rule :mod:`muster.identity.model` enforces."""
+    """``POST /tokens``. The rules live in :mod:`muster.identity.model`, which both doors call, so the same
+    bad input gets the same error over HTTP and gRPC; the schema states them for the contract."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$",
         description="1 to 128 of letters, digits and . _ : @ / -, starting with a letter or digit",
+        json_schema_extra={"pattern": NAME_PATTERN, "minLength": 1, "maxLength": 128},
     )
-    scopes: list[Scope] = Field(min_length=1, max_length=8)
+    scopes: list[str] = Field(json_schema_extra={"items": {"type": "string", "enum": list(SCOPES)}, "minItems": 1})
     expires: str | None = Field(
-        None, pattern=r"^[1-9][0-9]{0,5}[smhdw]$", description="30d, 12h, 90m, 2w or 45s from now; absent: never"
+        None,
+        description="30d, 12h, 90m, 2w or 45s from now, at most 100 years; absent: never",
+        json_schema_extra={"pattern": EXPIRY_PATTERN},
     )
 
 

@@ -21,6 +21,8 @@ __all__ = [
     "ADMIN",
     "ANONYMOUS",
     "CONTEXT_SCOPES",
+    "EXPIRY_PATTERN",
+    "NAME_PATTERN",
     "SCOPES",
     "SYSTEM",
     "Principal",
@@ -50,8 +52,10 @@ SECRET_PREFIX = "mst_"
 # Longer than any secret Muster makes (4 + 43 characters) by a wide margin, short enough to
 # refuse a 10 KB header before hashing it.
 MAX_SECRET_CHARS = 256
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
-_EXPIRY = re.compile(r"^([1-9][0-9]{0,5})([smhdw])$")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$"
+EXPIRY_PATTERN = r"^([1-9][0-9]{0,5})([smhdw])$"
+_NAME = re.compile(NAME_PATTERN)
+_EXPIRY = re.compile(EXPIRY_PATTERN)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_LIFETIME_S = 36_500 * 86_400
 

@@ -416,3 +416,19 @@ def test_metrics_auth_puts_metrics_behind_admin(tmp_path: Path) -> None:
         assert 200 == httpx.get(base + "/ready").status_code
     finally:
         auth.server.stop()
+
+
+def test_bad_token_requests_get_the_same_error_on_both_doors(auth_server: AuthServer) -> None:
+    """A bad name, an unknown scope and a bad lifetime are refused with the same field and message on HTTP and gRPC."""
+    cases = [
+        {"name": "-bad", "scopes": ["catalog:read"]},
+        {"name": "ok-name", "scopes": ["catalog:admin"]},
+        {"name": "ok-name", "scopes": ["catalog:read"], "expires": "1y"},
+    ]
+    for body in cases:
+        http = httpx.post(auth_server.server.http_url + "/tokens", json=body, headers=_bearer(auth_server.admin))
+        assert 422 == http.status_code
+        code, details, _ = grpc_util.call(auth_server.server.grpc_target, "/muster.v1.Tokens/CreateToken", body,
+                                          auth_server.admin)
+        assert grpc.StatusCode.INVALID_ARGUMENT == code
+        assert http.json()["message"] == details, body
