@@ -18,6 +18,7 @@ back: HTTP 429 with ``Retry-After``, gRPC RESOURCE_EXHAUSTED with a
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from muster.errors import RateLimited
 
 __all__ = [
     "HEARTBEATS",
+    "MAX_BATCH_ITEMS",
+    "MAX_CAPS",
+    "MAX_LABELS",
+    "MAX_LABEL_VALUE_CHARS",
+    "MAX_PLAN_SYMBOLS",
     "Bucket",
     "RateLimiter",
     "WatchSlots",
@@ -36,6 +42,31 @@ __all__ = [
     "holding",
     "retry_after_header",
 ]
+
+
+
+def shape_limit(name: str, default: int, *, ceiling: int) -> int:
+    """A bound on the shape of input, from ``MUSTER_<NAME>`` when the process starts, else ``default``.
+
+    These bounds are part of the contract (the OpenAPI document states them), so they are fixed for
+    the life of a process; every replica of one deployment should be given the same ones.
+    """
+    variable = f"MUSTER_{name}"
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= ceiling:
+        raise ValueError(f"{variable}: must be a whole number from 1 to {ceiling:,} (got {text[:40]!r})")
+    return int(text)
+
+
+# Shape limits: how many caps and labels one service may carry, how long a label value may be, how
+# many items one batch call (graph upserts) and one plan may hold.
+MAX_CAPS = shape_limit("MAX_CAPS", 64, ceiling=1_000)
+MAX_LABELS = shape_limit("MAX_LABELS", 64, ceiling=1_000)
+MAX_LABEL_VALUE_CHARS = shape_limit("MAX_LABEL_VALUE_CHARS", 500, ceiling=8_000)
+MAX_BATCH_ITEMS = shape_limit("MAX_BATCH_ITEMS", 10_000, ceiling=100_000)
+MAX_PLAN_SYMBOLS = shape_limit("MAX_PLAN_SYMBOLS", 500, ceiling=10_000)
 
 # Never throttled (see the module's docstring).
 HEARTBEATS = frozenset({("PUT", "/heartbeat"), "/muster.v1.Catalog/Heartbeat", "/muster.v1.Catalog/HeartbeatStream"})

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from muster.clock import isoformat
+from muster.limits import MAX_CAPS, MAX_LABEL_VALUE_CHARS, MAX_LABELS
 from muster.validation import NO_CONTROL_CHARS
 
 __all__ = [
@@ -44,23 +45,27 @@ Role = Literal["production", "staging", "canary", "experimental"]
 Status = Literal["ok", "degraded", "down"]
 BeatStatus = Literal["ok", "degraded"]
 
-MAX_CAPS = 64
-MAX_LABELS = 64
 MAX_DISCOVER_LIMIT = 1000
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
 Cap = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
 # No control characters (NO_CONTROL_CHARS) in any text a service gives.
-LabelValue = Annotated[str, StringConstraints(max_length=500, pattern=NO_CONTROL_CHARS)]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS, pattern=NO_CONTROL_CHARS)]
 ServiceId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NO_CONTROL_CHARS)]
+# A discover filter ``key=value``: a label key, "=", a label value.
+LabelFilter = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=101 + MAX_LABEL_VALUE_CHARS),
+    Field(json_schema_extra={"pattern": "^[^=]+="}),
+]
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^\s\x00-\x1f\x7f]+$", re.IGNORECASE)
 # The integer columns are 32-bit on both engines.
 MAX_INT32 = (1 << 31) - 1
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RegisterInput(_Input):
@@ -124,13 +129,7 @@ class DiscoverQuery(_Input):
     type: ServiceType | None = None
     role: Role | None = None
     cap: list[Cap] = Field(default_factory=list, max_length=MAX_CAPS)
-    label: list[
-        Annotated[
-            str, StringConstraints(min_length=3, max_length=601), Field(json_schema_extra={"pattern": "^[^=]+="})
-        ]
-    ] = Field(
-        default_factory=list, max_length=MAX_LABELS
-    )
+    label: list[LabelFilter] = Field(default_factory=list, max_length=MAX_LABELS)
     status: Status | None = None
     limit: int = Field(100, ge=1, le=MAX_DISCOVER_LIMIT)
 

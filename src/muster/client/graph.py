@@ -75,11 +75,11 @@ class GraphClient:
     # -- writes ------------------------------------------------------------------------
 
     async def upsert_services(self, services: Sequence[Item]) -> Upserted:
-        """Create or replace services (up to 10,000 per call); idempotent."""
+        """Create or replace services (up to MUSTER_MAX_BATCH_ITEMS, 10,000 by default); idempotent."""
         return await self._door().upsert_services(parse(UpsertServicesInput, {"services": list(services)}))
 
     async def upsert_dependencies(self, dependencies: Sequence[Item]) -> Upserted:
-        """Create or update edges (up to 10,000 per call); unknown services come back in ``discovered``."""
+        """Create or update edges (up to MUSTER_MAX_BATCH_ITEMS a call); unknown services return in ``discovered``."""
         data = parse(UpsertDependenciesInput, {"dependencies": list(dependencies)})
         return await self._door().upsert_dependencies(data)
 

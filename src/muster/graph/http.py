@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from muster.graph.model import (
+    MAX_BULK_ITEMS,
     MAX_LIST_LIMIT,
     MAX_OFFSET,
     MAX_SERVICE_ID,
@@ -56,7 +57,7 @@ def router(graph: GraphService) -> APIRouter:
 
     @api.put(
         "/services",
-        summary="Create or replace services (bulk, idempotent, up to 10,000)",
+        summary=f"Create or replace services (bulk, idempotent, up to {MAX_BULK_ITEMS:,})",
         openapi_extra=_body(UpsertServicesInput),
     )
     async def upsert_services(body: dict[str, Any] = Body(...)) -> Response:
@@ -64,7 +65,7 @@ def router(graph: GraphService) -> APIRouter:
 
     @api.put(
         "/dependencies",
-        summary="Create or update dependencies (bulk, idempotent, up to 10,000); unknown services are "
+        summary=f"Create or update dependencies (bulk, idempotent, up to {MAX_BULK_ITEMS:,}); unknown services are "
         "created with discovered=true",
         openapi_extra=_body(UpsertDependenciesInput),
     )

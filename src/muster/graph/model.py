@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from muster.clock import isoformat
 from muster.errors import FailedPrecondition, NotFound
+from muster.limits import MAX_BATCH_ITEMS
 from muster.validation import NO_CONTROL_CHARS
 
 __all__ = [
@@ -58,7 +59,7 @@ DiscoverySource = Literal["manual", "otel_service_graph", "kubernetes", "service
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 Direction = Literal["downstream", "upstream", "both"]
 
-MAX_BULK_ITEMS: Final = 10_000
+MAX_BULK_ITEMS: Final = MAX_BATCH_ITEMS
 MAX_DEPTH: Final = 10
 MAX_JSON_BYTES: Final = 16_384
 MAX_LIST_LIMIT: Final = 1_000
@@ -135,7 +136,7 @@ def _has_non_finite(value: Any) -> bool:
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ServiceInput(_Input):

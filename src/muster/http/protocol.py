@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["guarded_protocol"]
@@ -46,15 +47,32 @@ class _Guarded(HttpToolsProtocol):
         self._refuse_headers()  # still no end of headers, and no room left
 
     def _refuse_headers(self) -> None:
-        body = (
-            b'{"error":"resource_exhausted","message":"request headers exceed the limit of '
-            + str(self.max_header_bytes).encode()
-            + b' bytes"}'
+        self._answer_and_close(
+            b"431 Request Header Fields Too Large",
+            {
+                "error": "resource_exhausted",
+                "message": f"request headers exceed the limit of {self.max_header_bytes} bytes",
+            },
         )
-        head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-        head += b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+
+    def send_400_response(self, msg: str) -> None:
+        """What the parser refuses (a control character in a header, a broken request line), in Muster's shape."""
+        self._answer_and_close(
+            b"400 Bad Request",
+            {
+                "error": "invalid_argument",
+                "message": "request: not valid HTTP/1.1 (a malformed request line, header name or header value)",
+                "field": "request",
+            },
+        )
+
+    def _answer_and_close(self, status: bytes, body: dict[str, str]) -> None:
+        """Answer before any app runs, and close: the connection cannot be trusted to frame another request."""
+        encoded = orjson.dumps(body)
+        head = b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        head += b"content-length: " + str(len(encoded)).encode() + b"\r\n\r\n"
         if not self.transport.is_closing():
-            self.transport.write(head + body)
+            self.transport.write(head + encoded)
             self.transport.close()
 
     def _arm(self, seconds: float) -> None:

@@ -34,6 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from muster.clock import isoformat, parse_isoformat
 from muster.errors import Conflict, Expired, FailedPrecondition
+from muster.limits import MAX_PLAN_SYMBOLS
 from muster.validation import NO_CONTROL_CHARS
 
 __all__ = [
@@ -68,7 +69,6 @@ Status = Literal["reserved", "active", "deprecated", "released", "expired"]
 
 DEFAULT_TTL_SEC = 600
 MAX_TTL_SEC = 86_400
-MAX_PLAN_SYMBOLS = 500
 # Lease ids are JSON-safe integers (every JSON parser reads them exactly); the store counts up from 1.
 MAX_LEASE_ID = (1 << 53) - 1
 
@@ -126,7 +126,7 @@ TtlSec = Annotated[int, Field(ge=1, le=MAX_TTL_SEC, strict=True)]
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LookupInput(_Input):

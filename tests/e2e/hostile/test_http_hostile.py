@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import ServerProcess
 
@@ -146,3 +147,38 @@ def test_oversized_headers_are_refused_with_431(shared_server: ServerProcess) ->
             data += chunk
     assert data.startswith(b"HTTP/1.1 431")
     assert b'"error":"resource_exhausted"' in data
+
+
+def test_unparsable_http_is_answered_400_in_muster_shape(shared_server: ServerProcess) -> None:
+    """A header with a control character, which the HTTP parser refuses, is answered 400 as JSON naming `request`."""
+    import json
+    import socket
+
+    with socket.create_connection(("127.0.0.1", shared_server.http_port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-bad: a\x01b\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"content-type: application/json" in head.lower()
+    answer = json.loads(body)
+    assert answer["error"] == "invalid_argument"
+    assert answer["field"] == "request"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/register", {"name": " payments", "type": "agent", "url": "http://h:1"}, "name"),
+        ("/plans/reserve", {"plan_id": "p1", "symbols": [
+            {"repo": "r", "branch": "main", "fq_name": "pkg.f ", "kind": "function"}]}, "symbols[0].fq_name"),
+    ],
+)
+def test_surrounding_whitespace_is_refused_not_trimmed(
+    shared_server: ServerProcess, path: str, body: dict[str, object], field: str
+) -> None:
+    """A name with surrounding spaces breaks its pattern, as the schema says: 422 naming it, never trimmed."""
+    answer = httpx.post(shared_server.http_url + path, json=body)
+    assert 422 == answer.status_code, answer.text
+    assert field == answer.json()["field"]
