@@ -243,6 +243,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         version="0.1.0",
         description="The roll call for fleets of services and AI agents.",
         default_response_class=JSON,
+        docs_url=None,  # served by muster.http.docs_pages, without a CDN
+        redoc_url=None,
     )
     app.state.runtime = runtime
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -250,6 +252,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    from muster.http.docs_pages import router as docs_router
+
+    app.include_router(docs_router(app.title))
     app.include_router(operations_router(runtime))
     app.include_router(catalog_router(runtime.catalog))
     for context in runtime.contexts.values():

@@ -27,6 +27,7 @@ HTTP_ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/docs"): OPEN,
     ("GET", "/docs/oauth2-redirect"): OPEN,
     ("GET", "/redoc"): OPEN,
+    ("GET", "/docs/assets/{name}"): OPEN,
     # catalog
     ("POST", "/register"): "catalog:write",
     ("PUT", "/heartbeat"): "catalog:write",
