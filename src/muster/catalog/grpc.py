@@ -47,7 +47,7 @@ def service_message(record: ServiceRecord) -> pb.Service:
         last_heartbeat_ts=timestamp(record.last_heartbeat_ts),
         owner=record.owner,
     )
-    for name in ("ctx_limit", "cost_hint_usd_per_1k", "p95_ms", "queue_depth", "load"):
+    for name in ("ctx_limit", "cost_hint_usd_per_1k", "p95_ms", "queue_depth", "load", "instance_id"):
         value = getattr(record, name)
         if value is not None:
             setattr(message, name, value)
@@ -101,7 +101,9 @@ class CatalogServicer(pb_grpc.CatalogServicer):
         }
         if request.role:
             data["role"] = request.role
-        data.update(present_fields(request, "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s"))
+        data.update(
+            present_fields(request, "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s", "instance_id")
+        )
         registered = await self.catalog.register(parse(RegisterInput, data))
         return pb.RegisterReply(service_id=registered.service_id, registered_at=timestamp(registered.registered_at))
 

@@ -44,6 +44,7 @@ def record_from_dict(data: dict[str, Any]) -> ServiceRecord:
         queue_depth=data.get("queue_depth"),
         load=data.get("load"),
         owner=data.get("owner", "anonymous"),
+        instance_id=data.get("instance_id"),
     )
 
 
@@ -165,7 +166,7 @@ class CatalogIndex:
     def apply(self, event: Event) -> None:
         """Bring the index up to date with one ``catalog.*`` event."""
         payload = event.payload
-        if event.kind == "catalog.registered":
+        if event.kind == "catalog.registered":  # a new instance, or one registered again (same id): replaced
             self.put(record_from_dict(payload["service"]))
         elif event.kind == "catalog.deregistered":
             self.remove(payload["service_id"])

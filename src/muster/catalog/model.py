@@ -10,6 +10,12 @@ Pure: values in, values out, time passed in. The heartbeat monitor's rule:
 
 With interval 60 s and TTL 90 s: late at 90 s (1 miss), down at 120 s,
 deregistered at 180 s of silence.
+
+Re-registration: a registration may carry a client-chosen ``instance_id``
+(like Consul's service ID or Eureka's instanceId), unique per service name.
+Registering again with the same name and ``instance_id`` updates that
+instance in place (:func:`reregistered_record`) instead of adding a second
+one; without an ``instance_id`` every registration is a new instance.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ __all__ = [
     "Verdict",
     "judge",
     "missed_beats",
+    "registered_record",
+    "reregistered_record",
 ]
 
 ServiceType = Literal["model", "tool", "agent", "service"]
@@ -53,6 +61,12 @@ LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=100, patter
 # No control characters (NO_CONTROL_CHARS) in any text a service gives.
 LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS, pattern=NO_CONTROL_CHARS)]
 ServiceId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NO_CONTROL_CHARS)]
+# Long enough for "namespace/pod-name" (a Kubernetes pod name alone may be 253 characters) or host:port.
+MAX_INSTANCE_ID_CHARS = 256
+InstanceId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_INSTANCE_ID_CHARS, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"),
+]
 # A discover filter ``key=value``: a label key, "=", a label value.
 LabelFilter = Annotated[
     str,
@@ -85,6 +99,12 @@ class RegisterInput(_Input):
     cost_hint_usd_per_1k: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, strict=True)
     heartbeat_interval_s: int = Field(60, ge=1, le=86_400, strict=True)
     ttl_s: int = Field(90, ge=1, le=604_800, strict=True)
+    instance_id: InstanceId | None = Field(
+        None,
+        description="A client-chosen id of this instance, unique per name. Registering again with the same "
+        "name and instance_id updates that instance in place (same service_id, liveness reset); without one, "
+        "every registration makes a new instance.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -169,6 +189,8 @@ class ServiceRecord:
     load: float | None = None
     # The principal that registered it: only it (or an admin) may beat, deregister or promote it.
     owner: str = "anonymous"
+    # The client-chosen id it registered with (unique per name), or None: see ``reregistered_record``.
+    instance_id: str | None = None
     caps_set: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -222,6 +244,7 @@ class ServiceRecord:
             "queue_depth": self.queue_depth,
             "load": self.load,
             "owner": self.owner,
+            "instance_id": self.instance_id,
         }
 
     def with_beat(self, beat: HeartbeatInput, at: datetime) -> ServiceRecord:
@@ -284,6 +307,42 @@ class Verdict:
     @property
     def alert_type(self) -> str:
         return "service_down" if self.action == "marked_down" else "service_deregistered"
+
+
+def registered_record(data: RegisterInput, *, service_id: str, owner: str, now: datetime) -> ServiceRecord:
+    """The instance a first registration makes: ``ok``, not beaten yet, owned by who registered it."""
+    return ServiceRecord(
+        service_id=service_id,
+        name=data.name,
+        type=data.type,
+        role=data.role,
+        url=data.url,
+        caps=list(data.caps),
+        labels=dict(data.labels),
+        ctx_limit=data.ctx_limit,
+        cost_hint_usd_per_1k=data.cost_hint_usd_per_1k,
+        heartbeat_interval_s=data.heartbeat_interval_s,
+        ttl_s=data.ttl_s,
+        status="ok",
+        registered_at=now,
+        owner=owner,
+        instance_id=data.instance_id,
+    )
+
+
+def reregistered_record(previous: ServiceRecord, data: RegisterInput, now: datetime) -> ServiceRecord:
+    """``previous`` registered again with its name and ``instance_id``: the same instance, updated in place.
+
+    Everything the registration states replaces what was there (url, type, role, caps, labels, hints,
+    intervals). Liveness starts over: ``ok``, last beat ``now``, no metrics (the old ones described the
+    process that went away). The ``service_id``, ``owner`` and ``registered_at`` (the first registration)
+    stay.
+    """
+    if data.instance_id is None or (previous.name, previous.instance_id) != (data.name, data.instance_id):
+        raise ValueError("a re-registration needs the instance's own name and instance_id")
+    fresh = registered_record(data, service_id=previous.service_id, owner=previous.owner, now=previous.registered_at)
+    fresh.last_heartbeat_ts = now
+    return fresh
 
 
 def missed_beats(silence_s: float, heartbeat_interval_s: float, ttl_s: float) -> int:

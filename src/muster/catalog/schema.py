@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, Column, Float, Index, Integer, Table, Text
+from sqlalchemy import CheckConstraint, Column, Float, Index, Integer, Table, Text, text
 
 from muster.store.schema import BigId, JSONType, UTCDateTime, metadata
 
@@ -30,6 +30,8 @@ services = Table(
     Column("load", Float, nullable=True),
     # The principal that registered it; only it (or an admin) may beat, deregister or promote it.
     Column("owner", Text, nullable=False, server_default="anonymous"),
+    # The client-chosen instance id (unique per name); NULL for instances registered without one.
+    Column("instance_id", Text, nullable=True),
     CheckConstraint("type IN ('model', 'tool', 'agent', 'service')", name="type"),
     CheckConstraint("role IN ('production', 'staging', 'canary', 'experimental')", name="role"),
     CheckConstraint("status IN ('ok', 'degraded', 'down')", name="status"),
@@ -39,6 +41,16 @@ services = Table(
     Index("ix_services_type_role", "type", "role"),
     Index("ix_services_status", "status"),
     Index("ix_services_last_heartbeat_ts", "last_heartbeat_ts"),
+    # One instance per (name, instance_id), whatever the number of concurrent writers. Partial: the
+    # registrations without an instance_id (the hot path) write no entry into it.
+    Index(
+        "uq_services_name_instance_id",
+        "name",
+        "instance_id",
+        unique=True,
+        sqlite_where=text("instance_id IS NOT NULL"),
+        postgresql_where=text("instance_id IS NOT NULL"),
+    ),
 )
 
 alerts = Table(

@@ -8,13 +8,18 @@ acknowledged from memory and written in one batch every
 process take tens of thousands of beats a second. A beat that changes a
 status (``ok``/``degraded``, or a ``down`` service coming back) is written at
 once.
+
+A registration with an ``instance_id`` is an upsert keyed by (name,
+instance_id): the first one inserts, the next ones update that instance in
+place (same ``service_id``) and reset its liveness, in one transaction; the
+database's unique index decides between concurrent writers (see
+:mod:`muster.catalog.registration`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +28,7 @@ from typing import Any
 import structlog
 
 from muster._tasks import cancel_and_wait
+from muster.catalog import registration
 from muster.catalog import store as q
 from muster.catalog.index import CatalogIndex
 from muster.catalog.model import (
@@ -136,28 +142,18 @@ class CatalogService:
     # -- operations -------------------------------------------------------------
 
     async def register(self, data: RegisterInput) -> Registered:
-        async def op(tx: Tx) -> Registered:
-            record = ServiceRecord(
-                service_id=str(uuid.uuid4()),
-                name=data.name,
-                type=data.type,
-                role=data.role,
-                url=data.url,
-                caps=list(data.caps),
-                labels=dict(data.labels),
-                ctx_limit=data.ctx_limit,
-                cost_hint_usd_per_1k=data.cost_hint_usd_per_1k,
-                heartbeat_interval_s=data.heartbeat_interval_s,
-                ttl_s=data.ttl_s,
-                status="ok",
-                registered_at=tx.now,
-                owner=tx.actor,
-            )
-            await q.insert_service(tx, record)
-            tx.emit("catalog.registered", record.service_id, {"service": record.to_dict()})
-            return Registered(record.service_id, record.registered_at)
+        """A new instance; with an ``instance_id`` already known for this name, that instance updated in place.
 
-        return await self.store.write(op)
+        Re-registering another principal's instance is ``PermissionDenied`` (its
+        owner or an admin may). See :mod:`muster.catalog.registration`.
+        """
+        if data.instance_id is None:
+            record = await self.store.write(registration.new_instance(data))
+        else:
+            record = await self.store.write(registration.upsert_instance(data, caller.current()))
+            # Beats of the instance's previous life, not yet flushed, must not overwrite its fresh liveness.
+            self._pending_beats.pop(record.service_id, None)
+        return Registered(record.service_id, record.registered_at)
 
     async def heartbeat(self, beat: HeartbeatInput) -> BeatAck:
         now = self.clock.now()

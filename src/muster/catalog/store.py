@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from muster.catalog.model import AlertRecord, ServiceRecord
@@ -16,10 +16,12 @@ from muster.store.engine import Tx, sqlite_timestamp
 __all__ = [
     "delete_service",
     "flush_beats",
+    "get_instance",
     "get_service",
     "get_services",
     "get_state",
     "insert_alert",
+    "insert_instance",
     "insert_service",
     "list_alerts",
     "load_services",
@@ -27,6 +29,7 @@ __all__ = [
     "set_role",
     "set_status",
     "soft_state_since",
+    "update_instance",
 ]
 
 
@@ -50,6 +53,7 @@ def _record(row: Row[Any]) -> ServiceRecord:
         queue_depth=row.queue_depth,
         load=row.load,
         owner=row.owner,
+        instance_id=row.instance_id,
     )
 
 
@@ -61,11 +65,18 @@ _INSERT_ALERT = insert(alerts).returning(alerts.c.alert_id)
 _SERVICE_COLUMNS = (
     "service_id", "name", "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k",
     "heartbeat_interval_s", "ttl_s", "status", "registered_at", "last_heartbeat_ts", "p95_ms", "queue_depth", "load",
-    "owner",
+    "owner", "instance_id",
 )
 _INSERT_SERVICE_SQLITE = (
     f"INSERT INTO services ({', '.join(_SERVICE_COLUMNS)}) VALUES ({', '.join('?' * len(_SERVICE_COLUMNS))})"
 )
+
+
+def _stored(record: ServiceRecord) -> dict[str, Any]:
+    values = record.to_dict()
+    values["registered_at"] = record.registered_at
+    values["last_heartbeat_ts"] = record.last_heartbeat_ts
+    return values
 
 
 async def insert_service(tx: Tx, record: ServiceRecord) -> None:
@@ -78,14 +89,66 @@ async def insert_service(tx: Tx, record: ServiceRecord) -> None:
                 record.ctx_limit, record.cost_hint_usd_per_1k, record.heartbeat_interval_s, record.ttl_s,
                 record.status, sqlite_timestamp(record.registered_at),
                 sqlite_timestamp(record.last_heartbeat_ts) if record.last_heartbeat_ts else None,
-                record.p95_ms, record.queue_depth, record.load, record.owner,
+                record.p95_ms, record.queue_depth, record.load, record.owner, record.instance_id,
             ),
         )
         return
-    values = record.to_dict()
-    values["registered_at"] = record.registered_at
-    values["last_heartbeat_ts"] = record.last_heartbeat_ts
-    await tx.conn.execute(_INSERT_SERVICE, values)
+    await tx.conn.execute(_INSERT_SERVICE, _stored(record))
+
+
+# ON CONFLICT names the partial unique index (its columns and its WHERE), on both engines.
+_INSTANCE_KEY: dict[str, Any] = {
+    "index_elements": [services.c.name, services.c.instance_id],
+    "index_where": services.c.instance_id.is_not(None),
+}
+
+
+async def get_instance(conn: AsyncConnection, name: str, instance_id: str) -> ServiceRecord | None:
+    """The instance registered as ``name`` with ``instance_id``, row-locked until commit (PostgreSQL).
+
+    The lock makes a concurrent re-registration or deregistration of the same
+    instance wait for this transaction; SQLite's single writer needs none.
+    """
+    query = (
+        select(services)
+        .where(services.c.name == name, services.c.instance_id == instance_id)
+        .with_for_update()
+    )
+    row = (await conn.execute(query)).first()
+    return None if row is None else _record(row)
+
+
+async def insert_instance(tx: Tx, record: ServiceRecord) -> bool:
+    """Insert ``record`` unless its (name, instance_id) exists; ``False`` when another writer has it.
+
+    Never an integrity error: a conflicting insert waits for the other
+    transaction (PostgreSQL) and then does nothing, so the caller can read and
+    update the winner's row instead.
+    """
+    statement = (
+        tx.insert(services)
+        .values(_stored(record))
+        .on_conflict_do_nothing(**_INSTANCE_KEY)
+        .returning(services.c.service_id)
+    )
+    return (await tx.conn.execute(statement)).first() is not None
+
+
+_UPDATED_BY_REGISTRATION = (
+    "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s",
+    "status", "last_heartbeat_ts", "p95_ms", "queue_depth", "load",
+)
+
+
+async def update_instance(conn: AsyncConnection, record: ServiceRecord) -> bool:
+    """Write a re-registered instance over its row (what a registration states, and its liveness)."""
+    values = _stored(record)
+    statement = (
+        update(services)
+        .where(services.c.service_id == record.service_id)
+        .values({name: values[name] for name in _UPDATED_BY_REGISTRATION})
+    )
+    return (await conn.execute(statement)).rowcount == 1
 
 
 async def delete_service(conn: AsyncConnection, service_id: str) -> ServiceRecord | None:
@@ -149,7 +212,10 @@ async def set_status(
 
 _FLUSH = (
     update(services)
-    .where(services.c.service_id == bindparam("sid"))
+    .where(
+        services.c.service_id == bindparam("sid"),
+        or_(services.c.last_heartbeat_ts.is_(None), services.c.last_heartbeat_ts < bindparam("ts")),
+    )
     .values(
         last_heartbeat_ts=bindparam("ts"),
         p95_ms=bindparam("p95"),
@@ -160,12 +226,16 @@ _FLUSH = (
 
 
 _FLUSH_SQLITE = (
-    "UPDATE services SET last_heartbeat_ts = ?, p95_ms = ?, queue_depth = ?, load = ? WHERE service_id = ?"
+    "UPDATE services SET last_heartbeat_ts = ?1, p95_ms = ?2, queue_depth = ?3, load = ?4"
+    " WHERE service_id = ?5 AND (last_heartbeat_ts IS NULL OR last_heartbeat_ts < ?1)"
 )
 
 
 async def flush_beats(conn: AsyncConnection, beats: list[dict[str, Any]]) -> None:
     """Write buffered heartbeat soft state, one row per service (the latest beat).
+
+    A row whose beat time is already as new (a re-registration, a status beat,
+    another process's flush) keeps it: soft state never moves back in time.
 
     On SQLite the rows go straight to the driver's executemany, with the
     timestamp already in the text form ``UTCDateTime`` stores (naive UTC,

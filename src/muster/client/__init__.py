@@ -140,13 +140,21 @@ class MusterClient:
         cost_hint_usd_per_1k: float | None = None,
         heartbeat_interval_s: int = 60,
         ttl_s: int = 90,
+        instance_id: str | None = None,
     ) -> Registered:
+        """Register a service instance.
+
+        With ``instance_id`` (your own stable id for this instance, e.g. ``host:port`` or a pod name;
+        unique per ``name``), registering again, say after a restart, updates that instance and
+        returns the same ``service_id`` instead of listing it twice. Without one, every call makes
+        a new instance.
+        """
         data = parse(
             RegisterInput,
             {
                 "name": name, "type": type, "url": url, "role": role, "caps": list(caps),
                 "labels": labels or {}, "ctx_limit": ctx_limit, "cost_hint_usd_per_1k": cost_hint_usd_per_1k,
-                "heartbeat_interval_s": heartbeat_interval_s, "ttl_s": ttl_s,
+                "heartbeat_interval_s": heartbeat_interval_s, "ttl_s": ttl_s, "instance_id": instance_id,
             },
         )
         return await self._check_open().register(data)
@@ -298,6 +306,11 @@ class KeepAlive:
     ``metrics`` (optional) is called before each beat and returns the beat's
     ``status``/``p95_ms``/``queue_depth``/``load``. ``on_registered`` is called
     with each new service id (the first, and after every re-registration).
+
+    ``instance_id`` (optional, like every other registration field) is passed to
+    each registration: a process that dies without deregistering and starts
+    again with the same ``instance_id`` takes over its previous instance (same
+    ``service_id``) instead of showing up twice until the old one expires.
     """
 
     def __init__(
@@ -307,10 +320,14 @@ class KeepAlive:
         metrics: Callable[[], dict[str, Any]] | None = None,
         on_registered: Callable[[str], None] | None = None,
         beat_every: float | None = None,
+        instance_id: str | None = None,
         **registration: Any,
     ) -> None:
         self.client = client
         self.registration = registration
+        if instance_id is not None:
+            registration["instance_id"] = instance_id
+        self.instance_id = instance_id
         self.metrics = metrics
         self.on_registered = on_registered
         interval = float(registration.get("heartbeat_interval_s", 60))

@@ -48,6 +48,7 @@ def record_from_message(message: pb.Service) -> ServiceRecord:
         queue_depth=field_or_none(message, "queue_depth"),
         load=field_or_none(message, "load"),
         owner=message.owner,
+        instance_id=field_or_none(message, "instance_id"),
     )
 
 

@@ -105,6 +105,8 @@ class GrpcTransport:
             request.ctx_limit = data.ctx_limit
         if data.cost_hint_usd_per_1k is not None:
             request.cost_hint_usd_per_1k = data.cost_hint_usd_per_1k
+        if data.instance_id is not None:
+            request.instance_id = data.instance_id
         reply = await self._call(self.catalog.Register, request)
         return Registered(reply.service_id, reply.registered_at.ToDatetime(tzinfo=UTC))
 
@@ -217,11 +219,14 @@ class HttpTransport:
         return response.json()
 
     @staticmethod
-    def _body(model: Any) -> dict[str, Any]:
-        return {"content": orjson.dumps(model.model_dump(mode="json")), "headers": {"content-type": "application/json"}}
+    def _body(model: Any, *, exclude: set[str] | None = None) -> dict[str, Any]:
+        body = model.model_dump(mode="json", exclude=exclude)
+        return {"content": orjson.dumps(body), "headers": {"content-type": "application/json"}}
 
     async def register(self, data: RegisterInput) -> Registered:
-        return cv.registered_from_dict(await self._request("POST", "/register", **self._body(data)))
+        # Without an instance_id the body stays one that servers older than it accept (they refuse unknown fields).
+        body = self._body(data, exclude={"instance_id"} if data.instance_id is None else None)
+        return cv.registered_from_dict(await self._request("POST", "/register", **body))
 
     async def heartbeat(self, beat: HeartbeatInput) -> BeatAck:
         data = await self._request("PUT", "/heartbeat", **self._body(beat))

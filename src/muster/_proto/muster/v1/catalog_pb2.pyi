@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Service(_message.Message):
-    __slots__ = ("service_id", "name", "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s", "status", "registered_at", "last_heartbeat_ts", "p95_ms", "queue_depth", "load", "owner")
+    __slots__ = ("service_id", "name", "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s", "status", "registered_at", "last_heartbeat_ts", "p95_ms", "queue_depth", "load", "owner", "instance_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class Service(_message.Message):
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     service_id: str
     name: str
     type: str
@@ -54,10 +55,11 @@ class Service(_message.Message):
     queue_depth: int
     load: float
     owner: str
-    def __init__(self, service_id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., role: _Optional[str] = ..., url: _Optional[str] = ..., caps: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., ctx_limit: _Optional[int] = ..., cost_hint_usd_per_1k: _Optional[float] = ..., heartbeat_interval_s: _Optional[int] = ..., ttl_s: _Optional[int] = ..., status: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat_ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., p95_ms: _Optional[float] = ..., queue_depth: _Optional[int] = ..., load: _Optional[float] = ..., owner: _Optional[str] = ...) -> None: ...
+    instance_id: str
+    def __init__(self, service_id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., role: _Optional[str] = ..., url: _Optional[str] = ..., caps: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., ctx_limit: _Optional[int] = ..., cost_hint_usd_per_1k: _Optional[float] = ..., heartbeat_interval_s: _Optional[int] = ..., ttl_s: _Optional[int] = ..., status: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat_ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., p95_ms: _Optional[float] = ..., queue_depth: _Optional[int] = ..., load: _Optional[float] = ..., owner: _Optional[str] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("name", "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s")
+    __slots__ = ("name", "type", "role", "url", "caps", "labels", "ctx_limit", "cost_hint_usd_per_1k", "heartbeat_interval_s", "ttl_s", "instance_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +77,7 @@ class RegisterRequest(_message.Message):
     COST_HINT_USD_PER_1K_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     role: str
@@ -85,7 +88,8 @@ class RegisterRequest(_message.Message):
     cost_hint_usd_per_1k: float
     heartbeat_interval_s: int
     ttl_s: int
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., role: _Optional[str] = ..., url: _Optional[str] = ..., caps: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., ctx_limit: _Optional[int] = ..., cost_hint_usd_per_1k: _Optional[float] = ..., heartbeat_interval_s: _Optional[int] = ..., ttl_s: _Optional[int] = ...) -> None: ...
+    instance_id: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., role: _Optional[str] = ..., url: _Optional[str] = ..., caps: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., ctx_limit: _Optional[int] = ..., cost_hint_usd_per_1k: _Optional[float] = ..., heartbeat_interval_s: _Optional[int] = ..., ttl_s: _Optional[int] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
     __slots__ = ("service_id", "registered_at")
