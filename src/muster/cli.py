@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     for sub in (serve, migrate):
         for name, options in _SERVE_FLAGS.items():
-            if sub is migrate and name not in ("data_dir", "database_url"):
+            if sub is migrate and name not in ("data_dir", "database_url", "db_timeout", "log_level"):
                 continue
             sub.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **options)
 
@@ -230,14 +230,20 @@ async def _token(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        from muster.server import serve
+    if args.command in ("serve", "migrate"):
+        from muster import server
 
-        return serve(_settings(args))
-    if args.command == "migrate":
-        from muster.server import migrate
+        settings = _settings(args)
+        if args.command == "serve":
+            return server.serve(settings)
+        from muster.logs import configure_logging
+        from muster.startup import StartupError
 
-        before, after = asyncio.run(migrate(_settings(args)))
+        configure_logging(settings.log_level)
+        try:
+            before, after = asyncio.run(server.migrate(settings))
+        except StartupError as exc:
+            return server.startup_failed(exc)
         print(f"migrated: {before or 'empty'} -> {after}")
         return 0
     if args.command == "bridge":

@@ -31,9 +31,11 @@ from importlib import import_module
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from muster._loop import fast_loop_factory
 from muster.config import Settings
+from muster.startup import StartupError, check_data_dir, check_ports, port_in_use, store_unreachable
 
 __all__ = ["build_runtime", "exposure_refusal", "serve", "serve_doors"]
 
@@ -148,20 +150,27 @@ async def serve_doors(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
+    # Readiness is announced once every door of the server is bound, never door by door: whoever waits
+    # for the line must be able to use both doors when it comes.
+    announcements: list[str] = []
     child_watch = asyncio.create_task(_watch_child(child, stop)) if child is not None else None
     if child is not None:
         runtime.doors_starting.add("grpc")
-        relay = asyncio.create_task(_relay_child_output(child, runtime.doors_starting, ready))
+        relay = asyncio.create_task(_relay_child_output(child, runtime.doors_starting, announcements.append))
     grpc_door: GrpcDoor | None = None
     http_server: Any = None
     http_task: asyncio.Task[Any] | None = None
     try:
         if "grpc" in doors:
             grpc_door = GrpcDoor(runtime)
-            port = await grpc_door.start(settings.host, settings.grpc_port)
+            try:
+                port = await grpc_door.start(settings.host, settings.grpc_port)
+            except OSError:
+                raise port_in_use("grpc", settings.grpc_port) from None
             log.info("door.serving", door="grpc", host=settings.host, port=port)
-            if ready:
-                ready(f"grpc={settings.host}:{port}")
+            announcements.append(f"grpc={settings.host}:{port}")
+        if child is not None and not await _child_ready(child, runtime.doors_starting):
+            return 1  # the gRPC door could not start; it said why, in one line, on stderr
         if "http" in doors:
             http_server = _QuietServer(
                 uvicorn.Config(
@@ -180,10 +189,15 @@ async def serve_doors(
             while not http_server.started and not http_task.done():  # noqa: ASYNC110 - uvicorn exposes a flag only
                 await asyncio.sleep(0.01)
             if http_task.done():
-                http_task.result()
+                try:
+                    http_task.result()
+                except SystemExit:  # uvicorn could not bind (it exits): say it as Muster does
+                    raise port_in_use("http", settings.http_port) from None
             log.info("door.serving", door="http", host=settings.host, port=settings.http_port)
-            if ready:
-                ready(f"http={settings.host}:{settings.http_port}")
+            announcements.append(f"http={settings.host}:{settings.http_port}")
+        if ready:
+            for line in announcements:
+                ready(line)
         waiters = [asyncio.ensure_future(stop.wait())]
         if http_task is not None:
             waiters.append(http_task)
@@ -266,11 +280,19 @@ async def migrate(settings: Settings) -> tuple[str | None, str | None]:
     from muster.store.engine import Store
     from muster.store.migrate import upgrade
 
-    store = Store(settings.resolved_database_url(), timeout=settings.db_timeout)
+    url = settings.resolved_database_url()
+    shown = _redacted(settings.database_url or url)
+    try:
+        store = Store(url, timeout=settings.db_timeout)
+    except Exception as exc:  # a URL SQLAlchemy cannot use (unknown driver, malformed)
+        raise store_unreachable(shown, exc) from exc
     try:
         return await upgrade(store)
+    except (OSError, TimeoutError, SQLAlchemyError) as exc:
+        raise store_unreachable(shown, exc) from exc
     finally:
-        await store.close()
+        with contextlib.suppress(Exception):
+            await store.close()
 
 
 def serve(settings: Settings) -> int:
@@ -279,7 +301,29 @@ def serve(settings: Settings) -> int:
     if refusal is not None:
         print(f"muster: {refusal}", file=sys.stderr)
         return 2
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from muster.logs import configure_logging
+
+    configure_logging(settings.log_level, door="http" if settings.doors == "split" else "all")
+    try:
+        return _serve(settings)
+    except StartupError as exc:
+        return startup_failed(exc)
+
+
+def startup_failed(exc: StartupError) -> int:
+    """One line on stderr (the traceback of the cause only at debug level); exit status 1."""
+    log.debug("startup.failed", exc_info=exc.__cause__ or exc)
+    print(f"muster: {exc}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _serve(settings: Settings) -> int:
+    try:  # the shape limits (MUSTER_MAX_LABELS, ...) are read from the environment when first imported
+        import_module("muster.limits")
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    check_data_dir(settings.data_dir)
+    check_ports(settings.host, {"http": settings.http_port, "grpc": settings.grpc_port})
     child: subprocess.Popen[bytes] | None = None
     if settings.doors == "split":
         # Metrics of both processes are aggregated through files; the mode must
@@ -288,9 +332,6 @@ def serve(settings: Settings) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         os.makedirs(metrics_dir, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    from muster.logs import configure_logging
-
-    configure_logging(settings.log_level, door="http" if settings.doors == "split" else "all")
     before, after = asyncio.run(migrate(settings))
     log.info("store.migrated", database=_redacted(settings.resolved_database_url()), before=before, after=after)
     if settings.doors == "single":
@@ -372,6 +413,15 @@ async def _relay_child_output(
             print(text, flush=True)
 
 
+async def _child_ready(child: subprocess.Popen[bytes], starting: set[str]) -> bool:
+    """Wait until the gRPC door process says it serves (True) or exits without having done so (False)."""
+    while "grpc" in starting:
+        if child.poll() is not None:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
 async def _stop_child(child: subprocess.Popen[bytes], grace: float) -> int:
     if child.poll() is None:
         child.send_signal(signal.SIGTERM)
@@ -391,7 +441,11 @@ def _door_main(door: str) -> None:
     settings = Settings()
     configure_logging(settings.log_level, door=door)
     with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
-        runner.run(serve_doors(settings, {door}, ready=_print_ready))
+        try:
+            code = runner.run(serve_doors(settings, {door}, ready=_print_ready))
+        except StartupError as exc:
+            code = startup_failed(exc)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
