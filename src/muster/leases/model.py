@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, WithJsonSchema, field_validator
 
 from muster.clock import isoformat, parse_isoformat
 from muster.errors import Conflict, Expired, FailedPrecondition
@@ -151,7 +151,11 @@ class PlanSymbol(LookupInput):
 class ReserveInput(PlanSymbol):
     """``POST /reserve``: hold a symbol for ``ttl_sec`` seconds before writing it."""
 
-    plan_id: PlanId | None = None
+    # "" means no plan, as null does (a proto3 string's default); the schema says so.
+    plan_id: Annotated[
+        PlanId | None,
+        WithJsonSchema({"anyOf": [TypeAdapter(PlanId).json_schema(), {"const": ""}, {"type": "null"}]}),
+    ] = Field(None, description='The plan it belongs to; "" or null: none.')
     ttl_sec: TtlSec = DEFAULT_TTL_SEC
 
     @field_validator("plan_id", mode="before")
