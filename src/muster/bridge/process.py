@@ -82,14 +82,26 @@ def bridge_token(options: WorkerOptions) -> str | None:
 
 
 def load_adapter(path: str) -> type[Adapter]:
-    """The class named by ``package.module.Class`` (or ``package.module:Class``)."""
+    """The class named by ``package.module.Class`` (or ``package.module:Class``).
+
+    The working directory is searched first, as ``python -m`` does: hosts start
+    workers from their project folder, and ``muster bridge`` (a console script,
+    whose ``sys.path`` starts with its own bin directory) must find the same
+    modules as ``python -m muster.bridge``.
+    """
     module_name, _, class_name = path.replace(":", ".").rpartition(".")
     if not module_name or not class_name:
         raise Invalid("adapter", f"{path!r} is not of the form package.module.Class")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise Invalid("adapter", f"cannot import module {module_name!r}: {exc}") from exc
+        searched = ", ".join(p or cwd for p in sys.path[:4]) + (", …" if len(sys.path) > 4 else "")
+        raise Invalid(
+            "adapter", f"cannot import module {module_name!r}: {exc} (searched {searched})"
+        ) from exc
     adapter = getattr(module, class_name, None)
     if not isinstance(adapter, type):
         raise Invalid("adapter", f"module {module_name!r} has no class {class_name!r}")
