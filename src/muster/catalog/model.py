@@ -109,7 +109,7 @@ class RegisterInput(_Input):
     @field_validator("url")
     @classmethod
     def _absolute_url(cls, value: str) -> str:
-        if not _URL.match(value):
+        if not _URL.fullmatch(value):
             raise ValueError("must be an absolute URL such as http://host:port")
         return value
 

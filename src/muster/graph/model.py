@@ -84,7 +84,7 @@ Notes = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=
 
 def service_id_can_exist(service_id: str) -> bool:
     """Whether ``service_id`` is a valid id at all: one that is not cannot name a stored service."""
-    return 0 < len(service_id) <= MAX_SERVICE_ID and _SERVICE_ID.match(service_id) is not None
+    return 0 < len(service_id) <= MAX_SERVICE_ID and _SERVICE_ID.fullmatch(service_id) is not None
 
 
 def require_existable(service_id: str) -> None:

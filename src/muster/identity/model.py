@@ -138,7 +138,7 @@ def digest(secret: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise Invalid(
             "name",
             "must be 1 to 128 characters: letters, digits and . _ : @ / -, starting with a letter or digit",
@@ -159,7 +159,7 @@ def parse_expiry(text: str | None, now: datetime) -> datetime | None:
     """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` from now; ``None`` or empty: never expires."""
     if not text:
         return None
-    match = _EXPIRY.match(text.strip())
+    match = _EXPIRY.fullmatch(text)
     if match is None:
         raise Invalid("expires", "must be a whole number followed by s, m, h, d or w, e.g. 30d")
     seconds = int(match.group(1)) * _UNITS[match.group(2)]

@@ -112,3 +112,23 @@ def test_unlisted_routes_and_methods_fail_closed() -> None:
     assert scope_for_http("GET", "/metrics", metrics_auth=False) is None
     assert "admin" == scope_for_http("GET", "/metrics", metrics_auth=True)
     assert "catalog:write" == scope_for_http("PUT", "/heartbeat", metrics_auth=False)
+
+
+@pytest.mark.parametrize("check", ["token name", "expiry", "service url", "graph service id"])
+def test_a_trailing_newline_is_refused_as_the_schema_patterns_say(check: str) -> None:
+    """Python's ``$`` also matches before a final newline; JSON Schema's does not: the code refuses it too."""
+    from muster.catalog.model import RegisterInput
+    from muster.graph.model import service_id_can_exist
+    from muster.validation import parse
+
+    if check == "token name":
+        with pytest.raises(Invalid):
+            check_name("G\n")
+    elif check == "expiry":
+        with pytest.raises(Invalid):
+            parse_expiry("30d\n", datetime(2026, 1, 1, tzinfo=UTC))
+    elif check == "service url":
+        with pytest.raises(Invalid):
+            parse(RegisterInput, {"name": "a", "type": "tool", "url": "http://10.0.0.5:8000\n"})
+    else:
+        assert not service_id_can_exist("checkout\n") and service_id_can_exist("checkout")
