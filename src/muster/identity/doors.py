@@ -10,7 +10,7 @@ the caller as the operation's principal (:mod:`muster.identity.context`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import grpc
@@ -50,11 +50,23 @@ def served_routes(app: Any) -> set[tuple[str, str]]:
         for path, operations in app.openapi().get("paths", {}).items()
         for method in operations
     }
-    for route in app.router.routes:  # the documentation routes, kept out of the schema
-        for method in getattr(route, "methods", None) or ():
-            if method != "HEAD" and hasattr(route, "path"):
-                served.add((method, route.path))
+    for method, path in _walk(app.router.routes, ""):  # the documentation routes, kept out of the schema
+        if method != "HEAD":
+            served.add((method, path))
     return served
+
+
+def _walk(routes: list[Any], prefix: str) -> Iterator[tuple[str, str]]:
+    """(method, path) of every route, into included routers (FastAPI ≥ 0.16x keeps them nested)."""
+    for route in routes:
+        nested = getattr(route, "original_router", None)
+        if nested is not None:
+            context = getattr(route, "include_context", None)
+            yield from _walk(nested.routes, prefix + (getattr(context, "prefix", "") or ""))
+            continue
+        for method in getattr(route, "methods", None) or ():
+            if hasattr(route, "path"):
+                yield method, prefix + route.path
 
 
 def undeclared_routes(app: Any) -> set[tuple[str, str]]:
