@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,20 +12,8 @@ from muster.clock import FakeClock
 from muster.errors import Pruned
 from muster.events.hub import WatchFilter
 from muster.events.retention import prune_events
-from muster.server import build_runtime, close_runtime
 from muster.store.engine import Tx
 from muster.store.schema import events
-from tests.conftest import settings_for
-
-
-@pytest.fixture
-async def clocked(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Any, FakeClock]]:
-    clock = FakeClock()
-    runtime = await build_runtime(settings_for(db_url, tmp_path), clock=clock)
-    try:
-        yield runtime, clock
-    finally:
-        await close_runtime(runtime)
 
 
 async def _emit(runtime: Any, count: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -53,17 +52,6 @@ async def _rows(runtime: Any, name: str = "ranker") -> list[Any]:
 async def _registered_events(runtime: Any) -> list[Any]:
     head = await runtime.hub.head()
     return [e async for e in runtime.hub.history(0, head, WatchFilter(kind_prefix="catalog.registered"))]
-
-
-@pytest.fixture
-async def clocked(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Any, FakeClock]]:
-    """A runtime whose store and services read a fake clock."""
-    clock = FakeClock()
-    runtime = await build_runtime(settings_for(db_url, tmp_path), clock=clock)
-    try:
-        yield runtime, clock
-    finally:
-        await close_runtime(runtime)
 
 
 async def test_registering_again_updates_the_instance_in_place(runtime: Any) -> None:
