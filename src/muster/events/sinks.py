@@ -76,7 +76,9 @@ class AlertFileSink:
         async for event in self.hub.history(cursor, head, WatchFilter(kind_prefix="catalog.alert")):
             alert = event.payload
             record = {key: alert.get(key) for key in _FIELDS}
-            record.update({k: v for k, v in alert.items() if k not in record and k != "alert_id"})
+            # The seed's fields first, then the rest, alert_id included: a line repeated after a crash
+            # (at-least-once) is recognised by it.
+            record.update({k: v for k, v in alert.items() if k not in record})
             day = str(alert["ts"])[:10].replace("-", "")
             lines.setdefault(day, []).append(orjson.dumps(record) + b"\n")
         last = head  # everything up to the head has been looked at, alerts or not

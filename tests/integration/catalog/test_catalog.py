@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,6 @@ def _reg(name: str = "test-service", **kw: Any) -> RegisterInput:
     data = {"name": name, "type": "model", "role": "experimental", "url": "http://127.0.0.1:8888", "caps": ["infer"]}
     data.update(kw)
     return parse(RegisterInput, data)
-
-
-@pytest.fixture
-async def clocked(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Any, FakeClock]]:
-    """A runtime whose store and services read a fake clock."""
-    clock = FakeClock()
-    runtime = await build_runtime(settings_for(db_url, tmp_path), clock=clock)
-    try:
-        yield runtime, clock
-    finally:
-        await close_runtime(runtime)
 
 
 async def test_register_is_durable_and_emits_one_event(runtime: Any) -> None:
@@ -123,6 +111,7 @@ async def test_monitor_worked_example_with_fake_clock(clocked: tuple[Any, FakeCl
     lines = [json.loads(x) for x in (tmp_path / "events" / f"heartbeat_alerts_{day}.jsonl").read_text().splitlines()]
     assert [x["alert_type"] for x in lines] == ["service_down", "service_recovered", "service_deregistered"]
     assert {"alert_type", "service_id", "service_name", "missed_beats", "last_seen", "action", "ts"} <= set(lines[0])
+    assert [x["alert_id"] for x in lines] == [a.alert_id for a in reversed(alerts)]  # as GET /alerts: repeats are known
 
 
 async def test_monitor_leaves_a_service_that_beat_meanwhile(clocked: tuple[Any, FakeClock]) -> None:
