@@ -137,7 +137,7 @@ _SCOPES = ("catalog:read", "catalog:write", "leases:read", "leases:write", "grap
 def _client_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every command that talks to a server shares."""
     default_server = os.environ.get("MUSTER_SERVER", "http://127.0.0.1:8080")
-    parser.add_argument("--server", default=default_server,
+    parser.add_argument("--server", default=default_server, type=_server_url,
                         help=f"http(s)://host:port or grpc(s)://host:port (default {default_server}, "
                         "from $MUSTER_SERVER)")
     parser.add_argument("--token", help="bearer token (default $MUSTER_TOKEN)")
@@ -145,6 +145,19 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", help="CA that signed the server's certificate (default: the system's CAs)")
     parser.add_argument("--cert-file", help="client certificate, for a server that requires one (mTLS)")
     parser.add_argument("--key-file", help="the client certificate's private key")
+
+
+_SCHEMES = ("http://", "https://", "grpc://", "grpcs://")
+
+
+def _server_url(value: str) -> str:
+    """A server address with its scheme: ``localhost:8080`` alone could be either door."""
+    if not value.startswith(_SCHEMES):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} needs a scheme: http://{value} for the HTTP door or grpc://{value} for the gRPC door "
+            "(https:// and grpcs:// with TLS)"
+        )
+    return value
 
 
 async def _connect(args: argparse.Namespace) -> Any:

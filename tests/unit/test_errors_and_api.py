@@ -75,3 +75,14 @@ def test_a_heartbeat_stream_result_keeps_its_error_class() -> None:
     assert (type(missing).__name__, type(bad).__name__, bad.field, type(away).__name__) == (
         "NotFound", "Invalid", "status", "Unavailable"
     )
+
+
+def test_cli_server_without_a_scheme_is_a_usage_error_naming_both(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--server localhost:8080`` could be either door: exit 2 with the two URLs to choose from, no traceback."""
+    from muster.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["services", "--server", "localhost:8080"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "http://localhost:8080" in err and "grpc://localhost:8080" in err and "Traceback" not in err
