@@ -176,12 +176,19 @@ class CatalogService:
         }
         return BeatAck(beat.service_id, beat.status, now)
 
-    async def _read_through(self, service_id: str, *, advice: str = " (register again)") -> ServiceRecord:
-        """Not in this process's index yet (registered elsewhere a moment ago?): ask the store."""
+    async def _read_through(self, service_id: str, *, beating: bool = True) -> ServiceRecord:
+        """Not in this process's index yet (registered elsewhere a moment ago?): ask the store.
+
+        The advice to register again belongs to heartbeats (a 404 there means: register); a read or a
+        deregistration of an unknown id just says there is no such service.
+        """
         async with self.store.read() as conn:
             record = await q.get_service(conn, service_id)
         if record is None:
-            raise NotFound(f"service {service_id} is not registered{advice}", field="service_id")
+            message = f"service {service_id} is not registered (register again)" if beating else (
+                f"no such service: {service_id}"
+            )
+            raise NotFound(message, field="service_id")
         await self.hub.advance_to(await self.hub.head())
         return self.index.get(service_id) or record
 
@@ -263,7 +270,7 @@ class CatalogService:
         principal = caller.current()
         known = self.index.get(data.service_id)
         if known is None:  # registered on another replica a moment ago? (NotFound if nowhere)
-            known = await self._read_through(data.service_id, advice="")
+            known = await self._read_through(data.service_id, beating=False)
         require_owner(principal, known.owner, f"service {data.service_id}")
 
         async def op(tx: Tx) -> ServiceRecord:
@@ -286,7 +293,7 @@ class CatalogService:
     async def get(self, service_id: str) -> ServiceRecord:
         record = self.index.get(service_id)
         if record is None:
-            record = await self._read_through(service_id)
+            record = await self._read_through(service_id, beating=False)
         return record
 
     async def stats(self) -> Stats:

@@ -290,3 +290,15 @@ async def test_a_status_beat_right_behind_another_is_judged_on_the_status_being_
         async with runtime.store.read() as conn:
             stored = (await conn.execute(select(services.c.status).where(services.c.service_id == sid))).scalar_one()
         assert (stored, (await runtime.catalog.get(sid)).status) == ("ok", "ok")
+
+
+async def test_an_unknown_service_read_says_no_such_service(runtime: Any) -> None:
+    """GET /services/<unknown> says "no such service"; the "register again" advice is for heartbeats only."""
+    from muster.errors import NotFound
+
+    with pytest.raises(NotFound) as read:
+        await runtime.catalog.get("no-such-id")
+    assert read.value.message == "no such service: no-such-id" and read.value.field == "service_id"
+    with pytest.raises(NotFound) as beat:
+        await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": "no-such-id"}))
+    assert "register again" in beat.value.message
