@@ -35,9 +35,11 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
     "data_dir": {"help": "data directory (default ./muster-data)"},
     "database_url": {"help": "sqlite:///path or postgresql://user@host/db (default: SQLite in the data dir)"},
     "monitor_interval": {"type": float, "help": "seconds between heartbeat sweeps (default 30)"},
-    "doors": {"choices": ["split", "single"], "help": "HTTP and gRPC in two processes (default) or one"},
+    "doors": {"choices": ["split", "single"], "help": "split: HTTP and gRPC in two processes; single: one "
+              "(default split)"},
     "shutdown_grace": {"type": float, "help": "seconds to drain in-flight requests on SIGTERM (default 10)"},
-    "log_level": {"choices": ["debug", "info", "warning", "error"]},
+    "log_level": {"type": str.lower, "choices": ["debug", "info", "warning", "error"],
+                  "help": "debug, info, warning or error, in any case; debug adds tracebacks (default info)"},
     "max_body_bytes": {"type": int, "help": "largest request body accepted, in bytes (default 1048576)"},
     "rate_limit_writes": {"type": float, "help": "writes a second per caller (principal, or address with auth "
                           "off), burst twice that; heartbeats never count; 0: off (default 10000)"},
@@ -59,8 +61,9 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
     "insecure": {"action": "store_true", "help": "allow a non-loopback --host without --auth (default: refused)"},
     "metrics_auth": {"action": "store_true", "help": "put /metrics behind the admin scope (default: open)"},
     "tls_cert": {"metavar": "PEM", "help": "serve both doors over TLS with this certificate (default: plaintext)"},
-    "tls_key": {"metavar": "PEM", "help": "the private key of --tls-cert"},
-    "tls_client_ca": {"metavar": "PEM", "help": "require client certificates signed by this CA (mTLS) on both doors"},
+    "tls_key": {"metavar": "PEM", "help": "the private key of --tls-cert (required with it; default none)"},
+    "tls_client_ca": {"metavar": "PEM", "help": "require client certificates signed by this CA (mTLS) on both doors "
+                      "(default: none required)"},
     "tls_principal_from_cn": {"action": "store_true", "help": "with mTLS: a client certificate's CN stands for "
                               "the token of that name (default off)"},
 }
@@ -94,24 +97,29 @@ def _parser() -> argparse.ArgumentParser:
 
     services = commands.add_parser("services", help="list registered services")
     _client_flags(services)
-    services.add_argument("--status", choices=["ok", "degraded", "down"])
+    services.add_argument("--status", choices=["ok", "degraded", "down"], help="only this status (default: all)")
 
     discover = commands.add_parser("discover", help="find live services, best first")
     _client_flags(discover)
-    discover.add_argument("--name")
-    discover.add_argument("--type", choices=["model", "tool", "agent", "service"])
-    discover.add_argument("--role", choices=["production", "staging", "canary", "experimental"])
-    discover.add_argument("--cap", action="append", default=[])
-    discover.add_argument("--label", action="append", default=[], help="key=value")
-    discover.add_argument("--status", choices=["ok", "degraded", "down"])
-    discover.add_argument("--limit", type=int, default=100)
+    discover.add_argument("--name", help="only this name (default: any)")
+    discover.add_argument("--type", choices=["model", "tool", "agent", "service"], help="only this type (default: any)")
+    discover.add_argument("--role", choices=["production", "staging", "canary", "experimental"],
+                          help="only this role (default: any)")
+    discover.add_argument("--cap", action="append", default=[], help="a capability it must have"
+                          " (repeat; default: any)")
+    discover.add_argument("--label", action="append", default=[], help="key=value it must carry "
+                          "(repeat; default: any)")
+    discover.add_argument("--status", choices=["ok", "degraded", "down"],
+                          help="only this status (default: ok and degraded)")
+    discover.add_argument("--limit", type=int, default=100, help="at most this many, best first (default 100)")
 
     token = commands.add_parser("token", help="make, list and revoke tokens (needs an admin token)")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", help="make a token and print its secret (shown this once)")
-    create.add_argument("--name", required=True, help="the principal's name, e.g. ci-deploy or agent-7")
+    create.add_argument("--name", required=True,
+                        help="the principal's name, e.g. ci-deploy or agent-7 (required, no default)")
     create.add_argument("--scope", action="append", required=True, dest="scopes",
-                        help="a scope it grants (repeat): " + ", ".join(_SCOPES))
+                        help="a scope it grants (repeat; at least one, no default): " + ", ".join(_SCOPES))
     create.add_argument("--expires", help="lifetime, e.g. 30d, 12h, 90m (default: never expires)")
     listing = token_commands.add_parser("list", help="every token (revoked ones too); never the secrets")
     revoke = token_commands.add_parser("revoke", help="revoke a token; refused everywhere within a second")
@@ -143,8 +151,8 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="bearer token (default $MUSTER_TOKEN)")
     parser.add_argument("--token-file", help="file holding the token (default $MUSTER_TOKEN_FILE)")
     parser.add_argument("--ca-file", help="CA that signed the server's certificate (default: the system's CAs)")
-    parser.add_argument("--cert-file", help="client certificate, for a server that requires one (mTLS)")
-    parser.add_argument("--key-file", help="the client certificate's private key")
+    parser.add_argument("--cert-file", help="client certificate, for a server that requires one (mTLS; default none)")
+    parser.add_argument("--key-file", help="the client certificate's private key (default none)")
 
 
 _SCHEMES = ("http://", "https://", "grpc://", "grpcs://")

@@ -86,3 +86,31 @@ def test_cli_server_without_a_scheme_is_a_usage_error_naming_both(capsys: pytest
     err = capsys.readouterr().err
     assert exited.value.code == 2
     assert "http://localhost:8080" in err and "grpc://localhost:8080" in err and "Traceback" not in err
+
+
+def test_every_cli_option_says_its_default() -> None:
+    """Each option of every muster subcommand (bridge included) states its default in its help."""
+    import argparse
+
+    from muster.cli import _parser
+
+    silent: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, subparser in action.choices.items():
+                    walk(subparser, f"{name} {sub}")
+            elif action.option_strings and action.dest != "help" and "default" not in (action.help or ""):
+                silent.append(f"{name} {action.option_strings[0]}")
+
+    walk(_parser(), "muster")
+    assert silent == []
+
+
+def test_log_levels_are_read_in_any_case() -> None:
+    """``--log-level WARNING`` and ``warning`` are the same, for serve and bridge alike."""
+    from muster.cli import _parser
+
+    assert _parser().parse_args(["serve", "--log-level", "WARNING"]).log_level == "warning"
+    assert _parser().parse_args(["bridge", "--adapter", "m.C", "--log-level", "Debug"]).log_level == "debug"

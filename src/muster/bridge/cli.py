@@ -50,7 +50,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1000,
         metavar="N",
-        help="calls in flight before RESOURCE_EXHAUSTED",
+        help="calls in flight before RESOURCE_EXHAUSTED (default 1000)",
     )
     parser.add_argument(
         "--max-message-mb",
@@ -60,15 +60,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"largest message either way, in MiB (default {DEFAULT_MAX_MESSAGE_BYTES >> 20}; gRPC's own is 4)",
     )
     parser.add_argument(
-        "--stop-grace", type=float, default=5.0, metavar="SECONDS", help="time calls get to finish on SIGTERM"
+        "--stop-grace", type=float, default=5.0, metavar="SECONDS",
+        help="time calls get to finish on SIGTERM (default 5)",
     )
     parser.add_argument(
         "--supervised-by",
         type=int,
         metavar="PID",
-        help="exit when this process dies or closes our stdin (set by muster.bridge.Worker)",
+        help="exit when this process dies or closes our stdin (set by muster.bridge.Worker; default none)",
     )
-    parser.add_argument("--registry", metavar="URL", help="register in this Muster catalog and keep heartbeating")
+    parser.add_argument("--registry", metavar="URL", help="register in this Muster catalog and keep heartbeating "
+                        "(default: not registered)")
     parser.add_argument("--registry-name", metavar="NAME", help="name to register under (default bridge-<pid>)")
     parser.add_argument(
         "--heartbeat-interval", type=int, default=5, metavar="SECONDS", help="registry heartbeat interval (default 5)"
@@ -92,7 +94,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve a non-loopback --host without a token (default: refused)",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument(
+        "--log-level", default="info", type=str.lower, choices=["debug", "info", "warning", "error"],
+        help="debug, info, warning or error, in any case, as for muster serve (default info)",
+    )
 
 
 def _cpu_list(text: str) -> frozenset[int]:
