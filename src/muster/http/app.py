@@ -24,7 +24,7 @@ from muster.errors import Invalid, MusterError
 from muster.http.responses import JSON, send_error
 from muster.observability import HTTP_LATENCY, HTTP_REQUESTS
 from muster.runtime import Runtime
-from muster.validation import _field_name, json_syntax_error
+from muster.validation import invalid_from_errors, json_syntax_error
 
 __all__ = ["create_app"]
 
@@ -182,11 +182,8 @@ def _validation_error(_request: Request, exc: Exception) -> Response:
         column = offset - (document.rfind("\n", 0, offset) + 1) + 1
         error = json_syntax_error(line, column)
         return JSON(error.to_dict(), status_code=error.http_status)
-    field = _field_name(tuple(first["loc"]))
-    message = f"{field}: {first['msg']}"
-    if len(errors) > 1:
-        message += " (also " + "; ".join(f"{_field_name(tuple(e['loc']))}: {e['msg']}" for e in errors[1:4]) + ")"
-    return JSON({"error": "invalid_argument", "message": message, "field": field}, status_code=422)
+    error = invalid_from_errors(errors)
+    return JSON(error.to_dict(), status_code=error.http_status)
 
 
 def _allowed_methods(routes: Any, path: str) -> str:
