@@ -207,6 +207,8 @@ class ServerProcess:
     grpc_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # Two servers on one data dir keep their logs apart by name.
+    log_name: str = "server.log"
 
     @property
     def http_url(self) -> str:
@@ -232,7 +234,7 @@ class ServerProcess:
             args += ["--database-url", self.database_url]
         args += self.extra_args
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.data_dir / "server.log"
+        self.log_path = self.data_dir / self.log_name
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=log, env=env, start_new_session=True)
         self.wait_ready()

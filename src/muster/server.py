@@ -123,6 +123,7 @@ async def serve_doors(
     from muster.grpc.server import GrpcDoor
     from muster.http.app import create_app
     from muster.store.leader import Leadership
+    from muster.store.presence import Presence
 
     runtime = await build_runtime(settings)
     if settings.auth and "http" in doors:  # the main process (both doors in one, or the HTTP one)
@@ -158,6 +159,7 @@ async def serve_doors(
         runtime.doors_starting.add("grpc")
         relay = asyncio.create_task(_relay_child_output(child, runtime.doors_starting, announcements.append))
     grpc_door: GrpcDoor | None = None
+    presence: Presence | None = None
     http_server: Any = None
     http_task: asyncio.Task[Any] | None = None
     try:
@@ -195,6 +197,9 @@ async def serve_doors(
                     raise port_in_use("http", settings.http_port) from None
             log.info("door.serving", door="http", host=settings.host, port=settings.http_port)
             announcements.append(f"http={settings.host}:{settings.http_port}")
+        if "http" in doors:  # one mark per server, by the process that serves HTTP
+            presence = Presence(runtime.store, about={"doors": announcements.copy()})
+            await presence.join()
         if ready:
             for line in announcements:
                 ready(line)
@@ -221,6 +226,8 @@ async def serve_doors(
                 child_watch.cancel()
             relay.cancel()
             await _stop_child(child, settings.shutdown_grace)
+        if presence is not None:
+            await presence.leave()
         await monitor.close()
         await pruner.close()
         await sink.close()

@@ -200,6 +200,7 @@ class CatalogServicer(pb_grpc.CatalogServicer):
             degraded_services=stats.degraded_services,
             down_services=stats.down_services,
             last_check=timestamp(stats.last_check),
+            replicas=stats.replicas,
         )
 
     @unary("Catalog/ListAlerts")

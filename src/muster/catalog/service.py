@@ -47,6 +47,7 @@ from muster.events.hub import EventHub
 from muster.identity import caller
 from muster.identity.model import require_owner
 from muster.store.engine import Store, Tx
+from muster.store.presence import count_replicas
 
 __all__ = ["BeatAck", "CatalogService", "Registered", "Stats"]
 
@@ -79,6 +80,8 @@ class Stats:
     degraded_services: int
     down_services: int
     last_check: datetime | None
+    # ``muster serve`` processes sharing this store (a server's two door processes count once).
+    replicas: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +90,7 @@ class Stats:
             "degraded_services": self.degraded_services,
             "down_services": self.down_services,
             "last_check": isoformat(self.last_check),
+            "replicas": self.replicas,
         }
 
 
@@ -300,12 +304,14 @@ class CatalogService:
         counts = self.index.status_counts()
         async with self.store.read() as conn:
             last_check = await q.get_state(conn, "last_check")
+        replicas = await count_replicas(self.store)
         return Stats(
             total_services=len(self.index),
             healthy_services=counts.get("ok", 0),
             degraded_services=counts.get("degraded", 0),
             down_services=counts.get("down", 0),
             last_check=parse_isoformat(last_check),
+            replicas=replicas,
         )
 
     async def alerts(self, *, limit: int = 100, since: datetime | None = None) -> list[AlertRecord]:

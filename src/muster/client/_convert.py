@@ -104,6 +104,7 @@ def stats_from_dict(data: dict[str, Any]) -> Stats:
         degraded_services=int(data["degraded_services"]),
         down_services=int(data["down_services"]),
         last_check=parse_ts(data.get("last_check")),
+        replicas=int(data.get("replicas", 0)),
     )
 
 

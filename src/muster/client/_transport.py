@@ -149,6 +149,7 @@ class GrpcTransport:
             degraded_services=reply.degraded_services,
             down_services=reply.down_services,
             last_check=reply.last_check.ToDatetime(tzinfo=UTC) if reply.HasField("last_check") else None,
+            replicas=reply.replicas,
         )
 
     async def alerts(self, limit: int, since: datetime | None) -> list[AlertRecord]:
