@@ -154,7 +154,13 @@ class PlanSymbol(LookupInput):
     """One symbol of a plan: where it lives and what it is."""
 
     kind: Kind
-    file_path: FilePath = ""
+    # Unset is null in every reply (docs/api.md, "Unset values"); "" is taken as unset too.
+    file_path: FilePath | None = Field("", description='The file it lives in; "" or null: not said.')
+
+    @field_validator("file_path", mode="after")
+    @classmethod
+    def _none_is_empty(cls, value: str | None) -> str:
+        return value or ""
 
 
 class ReserveInput(PlanSymbol):
@@ -266,7 +272,7 @@ class Lease:
             "branch": self.branch,
             "fq_name": self.fq_name,
             "kind": self.kind,
-            "file_path": self.file_path,
+            "file_path": self.file_path or None,
             "plan_id": self.plan_id,
             "status": self.status,
             "commit_sha": self.commit_sha,
@@ -319,7 +325,7 @@ def lease_from_dict(data: dict[str, Any]) -> Lease:
         branch=data["branch"],
         fq_name=data["fq_name"],
         kind=data["kind"],
-        file_path=data["file_path"],
+        file_path=data.get("file_path") or "",
         plan_id=data.get("plan_id"),
         status=data["status"],
         commit_sha=data.get("commit_sha"),

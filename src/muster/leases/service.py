@@ -66,7 +66,7 @@ def _new_reservation(
         symbol.branch,
         symbol.fq_name,
         symbol.kind,
-        symbol.file_path,
+        symbol.file_path or "",
         plan_id,
         now,
         now + timedelta(seconds=ttl_sec),
