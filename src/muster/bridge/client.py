@@ -33,14 +33,24 @@ class ToolFailed(MusterError):
         self.error_type = error_type
 
 
+# The wire keeps snakepit's enum names (its hosts read them); a Python host is told who wrote in its words.
+_SOURCE_WORDS = {"ELIXIR": "HOST"}
+
+
 @dataclass(frozen=True, slots=True)
 class Update:
-    """One item of a watch stream, decoded."""
+    """One item of a watch stream, decoded.
+
+    ``source`` is who wrote it: ``"HOST"`` (a client of the bridge, whatever its language; snakepit's
+    wire name for it is ``ELIXIR``, kept in ``wire_source``), ``"PYTHON"`` (tool code), ``"INITIAL"``
+    (the value when the watch began) or ``"DELETED"``.
+    """
 
     name: str
     value: Any
-    source: str  # "INITIAL", "ELIXIR", "PYTHON" or "DELETED"
+    source: str
     deleted: bool
+    wire_source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +72,9 @@ def _update(message: pb2.VariableUpdate) -> Update:
     return Update(
         name=message.variable.name,
         value=values.decode(message.variable.value).value,
-        source=message.update_source,
+        source=_SOURCE_WORDS.get(message.update_source, message.update_source),
         deleted=message.deleted,
+        wire_source=message.update_source,
     )
 
 

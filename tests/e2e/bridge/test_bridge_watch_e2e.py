@@ -14,7 +14,7 @@ from muster.bridge.client import BridgeClient
 
 
 async def test_initial_values_come_first_then_updates(client: BridgeClient, session_id: str) -> None:
-    """A watch first delivers the current values, then host updates (ELIXIR) and tool updates (PYTHON)."""
+    """A watch first delivers the current values, then host updates (HOST; ELIXIR on the wire) and tool updates."""
     await client.set_variable(session_id, "x", 1)
     await client.set_variable(session_id, "y", "a")
     stream = client.watch(session_id, ["x", "y"])
@@ -24,11 +24,11 @@ async def test_initial_values_come_first_then_updates(client: BridgeClient, sess
     await client.call(session_id, "remember", name="y", value="b")
     seen.append(await anext(stream))
     await stream.aclose()
-    assert [(u.name, u.value, u.source) for u in seen] == [
-        ("x", 1, "INITIAL"),
-        ("y", "a", "INITIAL"),
-        ("x", 2, "ELIXIR"),
-        ("y", "b", "PYTHON"),
+    assert [(u.name, u.value, u.source, u.wire_source) for u in seen] == [
+        ("x", 1, "INITIAL", "INITIAL"),
+        ("y", "a", "INITIAL", "INITIAL"),
+        ("x", 2, "HOST", "ELIXIR"),
+        ("y", "b", "PYTHON", "PYTHON"),
     ]
 
 

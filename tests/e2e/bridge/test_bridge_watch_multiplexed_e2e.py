@@ -32,7 +32,7 @@ async def test_one_change_reaches_every_watch_in_one_message(client: BridgeClien
         await client.call(session_id, "remember", name="x", value=3)
         changes = [_values(await anext(events)), _values(await anext(events))]
     assert initial == [(("w1",), 1, "INITIAL"), (("w2",), 1, "INITIAL"), (("w3",), 1, "INITIAL")]
-    assert changes == [(("w1", "w2", "w3"), 2, "ELIXIR"), (("w1", "w2", "w3"), 3, "PYTHON")]
+    assert changes == [(("w1", "w2", "w3"), 2, "HOST"), (("w1", "w2", "w3"), 3, "PYTHON")]
 
 
 async def test_watches_of_different_sessions_share_a_stream(client: BridgeClient) -> None:
@@ -50,7 +50,7 @@ async def test_watches_of_different_sessions_share_a_stream(client: BridgeClient
             await client.set_variable(sessions[1], "x", 5)
             await client.set_variable(sessions[0], "x", 6)
             seen = [_values(await anext(events)), _values(await anext(events))]
-        assert seen == [(("second",), 5, "ELIXIR"), (("first",), 6, "ELIXIR")]
+        assert seen == [(("second",), 5, "HOST"), (("first",), 6, "HOST")]
     finally:
         for session in sessions:
             await client.cleanup_session(session)
@@ -76,7 +76,7 @@ async def test_bad_watches_end_alone_and_cancel_ends_one(client: BridgeClient, s
         (("good",), Conflict),
     ]
     assert (cancelled.watch_ids, cancelled.ended, cancelled.cancelled) == (("other",), True, True)
-    assert after == (("good",), 2, "ELIXIR")
+    assert after == (("good",), 2, "HOST")
 
 
 async def test_cleanup_ends_the_watches_and_half_close_ends_the_stream(client: BridgeClient) -> None:
