@@ -37,6 +37,49 @@ _REQUIRE_PG = os.environ.get("MUSTER_REQUIRE_POSTGRES") == "1"
 _TEMPLATE = f"muster_tpl_{os.getpid()}"
 
 
+# Every error any test receives over HTTP is checked against the one shape docs/api.md describes:
+# {"error": CODE, "message": TEXT, "field"?: TEXT}, and nothing else.
+ERROR_KEYS = frozenset({"error", "message", "field"})
+
+
+def error_shape_faults(response: httpx.Response) -> str | None:
+    """Why an HTTP error reply is not in Muster's error shape (None when it is, or is no error)."""
+    if response.status_code < 400 or not hasattr(response, "_content"):  # a success, or a stream not read
+        return None
+    if response.request.url.path == "/ready":  # a probe's answer ({"status", "reason"}), not an error
+        return None
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return f"{response.status_code} is not JSON: {response.headers.get('content-type')!r}"
+    body = response.json()
+    if not isinstance(body, dict) or not {"error", "message"} <= set(body) or not set(body) <= ERROR_KEYS:
+        return f"{response.status_code} is not the error shape: {response.text[:300]}"
+    if not all(isinstance(body[key], str) and body[key] for key in body):
+        return f"{response.status_code} has an empty or non-text member: {response.text[:300]}"
+    return None
+
+
+def _checked(send: Any, *, asynchronous: bool) -> Any:
+    def check(response: httpx.Response) -> httpx.Response:
+        fault = error_shape_faults(response)
+        assert fault is None, f"{response.request.method} {response.request.url}: {fault}"
+        return response
+
+    if asynchronous:
+        async def async_send(self: Any, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+            return check(await send(self, request, **kwargs))
+
+        return async_send
+
+    def sync_send(self: Any, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        return check(send(self, request, **kwargs))
+
+    return sync_send
+
+
+httpx.Client.send = _checked(httpx.Client.send, asynchronous=False)  # type: ignore[method-assign]
+httpx.AsyncClient.send = _checked(httpx.AsyncClient.send, asynchronous=True)  # type: ignore[method-assign]
+
+
 def _async_url(url: str) -> str:
     return url.replace("postgresql://", "postgresql+asyncpg://", 1)
 

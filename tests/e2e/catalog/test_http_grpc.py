@@ -52,7 +52,9 @@ def test_seed_walkthrough_over_http(shared_server: ServerProcess) -> None:
         )
         assert beat.status_code == 200
         stats = http.get("/stats").json()
-        assert {"total_services", "healthy_services", "degraded_services", "down_services", "last_check"} == set(stats)
+        assert {"total_services", "healthy_services", "degraded_services", "down_services", "last_check",
+                "replicas"} == set(stats)
+        assert stats["replicas"] == 1
         assert stats["healthy_services"] >= 1
         assert http.get("/health").status_code == 200
         assert http.get(f"/services/{sid}").json()["load"] == 0.35
@@ -105,7 +107,10 @@ def test_grpc_operations_and_status_codes(shared_server: ServerProcess) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             stub.Register(pb.RegisterRequest(name="grpc-svc", type="robot", url="grpc://h:1"))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert caught.value.details().startswith("type:")
+        assert caught.value.details() == "type: must be one of 'model', 'tool', 'agent' or 'service'"
+        with pytest.raises(grpc.RpcError) as caught:  # the same words as the HTTP door's
+            stub.Register(pb.RegisterRequest(name="-grpc", type="tool", url="grpc://h:1"))
+        assert caught.value.details() == "name: may hold letters, digits and . _ : / @ -, starting with a letter or digit"
         with pytest.raises(grpc.RpcError) as caught:
             stub.Heartbeat(pb.HeartbeatRequest(service_id="nope"))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
