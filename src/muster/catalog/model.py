@@ -46,6 +46,7 @@ __all__ = [
     "missed_beats",
     "registered_record",
     "reregistered_record",
+    "verdicts",
 ]
 
 ServiceType = Literal["model", "tool", "agent", "service"]
@@ -352,12 +353,34 @@ def missed_beats(silence_s: float, heartbeat_interval_s: float, ttl_s: float) ->
     return math.floor(silence_s / heartbeat_interval_s)
 
 
-def judge(record: ServiceRecord, now: datetime, thresholds: MonitorThresholds) -> Verdict | None:
-    """The monitor's decision for one service at ``now``, or ``None`` to leave it be."""
-    silence = (now - record.last_seen).total_seconds()
+def judge(
+    record: ServiceRecord, now: datetime, thresholds: MonitorThresholds, *, watched_since: datetime | None = None
+) -> Verdict | None:
+    """The monitor's decision for one service at ``now``, or ``None`` to leave it be.
+
+    ``watched_since``: when this monitor began watching (its start, or its taking over from another
+    leader). Silence before it is nobody's observation, so it is not counted: every service gets one
+    full TTL from that moment before a miss counts, as after a restart nothing was listening.
+    """
+    seen = record.last_seen if watched_since is None else max(record.last_seen, watched_since)
+    silence = (now - seen).total_seconds()
     misses = missed_beats(silence, record.heartbeat_interval_s, record.ttl_s)
     if misses >= thresholds.deregister_after_misses:
         return Verdict("deregistered", misses)
     if misses >= thresholds.mark_down_after_misses and record.status != "down":
         return Verdict("marked_down", misses)
     return None
+
+
+def verdicts(
+    record: ServiceRecord, now: datetime, thresholds: MonitorThresholds, *, watched_since: datetime | None = None
+) -> list[Verdict]:
+    """Every action due for one service, in order. A service found past both thresholds at once
+    (a TTL of three intervals or more, or a long pause) is marked down before it is deregistered,
+    so whoever acts on ``service_down`` always hears it."""
+    verdict = judge(record, now, thresholds, watched_since=watched_since)
+    if verdict is None:
+        return []
+    if verdict.action == "deregistered" and record.status != "down":
+        return [Verdict("marked_down", verdict.missed_beats), verdict]
+    return [verdict]

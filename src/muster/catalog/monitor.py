@@ -2,7 +2,7 @@
 
 Runs only in the leader process (see ``muster.store.leader``). Each sweep
 flushes this process's buffered beats, reads every service from the store,
-asks :func:`muster.catalog.model.judge` what to do at the server's current
+asks :func:`muster.catalog.model.verdicts` what to do at the server's current
 time, and applies each verdict in the store under a guard: a service whose
 last beat changed since it was read is left alone (it beat in the meantime).
 Each action writes an alert row and a ``catalog.alert`` event; the JSONL file
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 
 import structlog
 
 from muster._tasks import cancel_and_wait
 from muster.catalog import store as q
-from muster.catalog.model import ServiceRecord, Verdict, judge
+from muster.catalog.model import ServiceRecord, Verdict, verdicts
 from muster.catalog.service import CatalogService
 from muster.clock import isoformat
 from muster.identity.caller import set_current
@@ -48,6 +49,8 @@ class HeartbeatMonitor:
         self.alerts_retained = alerts_retained
         self._on_leader = on_leader
         self._task: asyncio.Task[None] | None = None
+        # When this process began watching as the leader: silence before it is not counted.
+        self.watched_since: datetime | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="muster-heartbeat-monitor")
@@ -62,8 +65,11 @@ class HeartbeatMonitor:
         while True:
             try:
                 leader = await self.leadership.try_acquire()
-                if leader and not was_leader and self._on_leader is not None:
-                    self._on_leader()
+                if leader and not was_leader:
+                    self.watched_since = self.catalog.clock.now()
+                    log.info("monitor.watching", grace_until="each service's TTL from now")
+                    if self._on_leader is not None:
+                        self._on_leader()
                 was_leader = leader
                 if leader:
                     await self.sweep()
@@ -82,17 +88,18 @@ class HeartbeatMonitor:
         # read back and judged again from the store, which is the truth and the
         # guard of every update below: a service whose newer beat this process
         # has not seen yet is left alone there.
-        suspects = [r.service_id for r in catalog.index.by_id.values() if judge(r, now, catalog.thresholds)]
+        since, rules = self.watched_since, catalog.thresholds
+        suspects = [r.service_id for r in catalog.index.by_id.values() if verdicts(r, now, rules, watched_since=since)]
         records: list[ServiceRecord] = []
         if suspects:
             async with catalog.store.read() as conn:
                 records = await q.get_services(conn, suspects)
-        verdicts = [(r, v) for r in records if (v := judge(r, now, catalog.thresholds)) is not None]
-        impacts = {r.service_id: self._impact(r) for r, v in verdicts if v.action == "marked_down"}
+        due = [(r, v) for r in records for v in verdicts(r, now, rules, watched_since=since)]
+        impacts = {r.service_id: self._impact(r) for r, v in due if v.action == "marked_down"}
 
         async def op(tx: Tx) -> list[tuple[ServiceRecord, Verdict]]:
             acted: list[tuple[ServiceRecord, Verdict]] = []
-            for record, verdict in verdicts:
+            for record, verdict in due:
                 if await self._apply(tx, record, verdict, impacts.get(record.service_id)):
                     acted.append((record, verdict))
             await q.put_state(tx.conn, "last_check", isoformat(tx.now), tx.insert)

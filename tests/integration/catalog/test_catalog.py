@@ -74,7 +74,8 @@ async def test_degraded_status_is_a_durable_event(runtime: Any) -> None:
 
 
 async def test_monitor_worked_example_with_fake_clock(clocked: tuple[Any, FakeClock], tmp_path: Path) -> None:
-    """Interval 60 / TTL 90: down at 120 s with alert, restored by a beat, deregistered after 180 s more."""
+    """Interval 60 / TTL 90: down at 120 s with alert, restored by a beat; 180 s of silence then reports it
+    down and deregisters it in one sweep (never deregistered without service_down first)."""
     runtime, clock = clocked
     monitor = HeartbeatMonitor(runtime.catalog, Leadership(runtime.store), interval=3600)
     reply = await runtime.catalog.register(_reg(heartbeat_interval_s=60, ttl_s=90))
@@ -94,24 +95,62 @@ async def test_monitor_worked_example_with_fake_clock(clocked: tuple[Any, FakeCl
 
     clock.advance(180)
     acted = await monitor.sweep()
-    assert [(v.action, v.missed_beats) for _, v in acted] == [("deregistered", 3)]
+    assert [(v.action, v.missed_beats) for _, v in acted] == [("marked_down", 3), ("deregistered", 3)]
     with pytest.raises(NotFound):
         await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
 
     alerts = await runtime.catalog.alerts(limit=10)
-    assert [a.alert_type for a in alerts] == ["service_deregistered", "service_recovered", "service_down"]
-    assert [a.action for a in alerts] == ["deregistered", "restored", "marked_down"]
+    assert [a.alert_type for a in alerts] == [
+        "service_deregistered", "service_down", "service_recovered", "service_down"
+    ]
+    assert [a.action for a in alerts] == ["deregistered", "marked_down", "restored", "marked_down"]
     stats = await runtime.catalog.stats()
     assert (0, clock.now()) == (stats.total_services, stats.last_check)
 
     sink = AlertFileSink(runtime.hub, tmp_path / "events")
-    assert await sink.drain() == 3
+    assert await sink.drain() == 4
     assert await sink.drain() == 0
     day = clock.now().strftime("%Y%m%d")
     lines = [json.loads(x) for x in (tmp_path / "events" / f"heartbeat_alerts_{day}.jsonl").read_text().splitlines()]
-    assert [x["alert_type"] for x in lines] == ["service_down", "service_recovered", "service_deregistered"]
+    assert [x["alert_type"] for x in lines] == [
+        "service_down", "service_recovered", "service_down", "service_deregistered"
+    ]
     assert {"alert_type", "service_id", "service_name", "missed_beats", "last_seen", "action", "ts"} <= set(lines[0])
     assert [x["alert_id"] for x in lines] == [a.alert_id for a in reversed(alerts)]  # as GET /alerts: repeats are known
+
+
+async def test_a_service_found_past_both_thresholds_is_reported_down_then_deregistered(
+    clocked: tuple[Any, FakeClock],
+) -> None:
+    """TTL ≥ 3 intervals: one sweep writes service_down then service_deregistered, with their events, in order."""
+    runtime, clock = clocked
+    monitor = HeartbeatMonitor(runtime.catalog, Leadership(runtime.store), interval=3600)
+    sid = (await runtime.catalog.register(_reg(heartbeat_interval_s=10, ttl_s=30))).service_id
+    head = await runtime.hub.head()
+    clock.advance(31)
+    acted = await monitor.sweep()
+    assert [(v.action, v.missed_beats) for _, v in acted] == [("marked_down", 3), ("deregistered", 3)]
+    alerts = await runtime.catalog.alerts(limit=10)
+    assert [a.alert_type for a in reversed(alerts)] == ["service_down", "service_deregistered"]
+    async with runtime.store.read() as conn:
+        kinds = await conn.execute(select(events.c.kind).where(events.c.revision > head).order_by(events.c.revision))
+        assert list(kinds.scalars()) == [
+            "catalog.status_changed", "catalog.alert", "catalog.deregistered", "catalog.alert"
+        ]
+    with pytest.raises(NotFound):
+        await runtime.catalog.get(sid)
+
+
+async def test_a_new_leader_grants_one_ttl_before_counting_misses(clocked: tuple[Any, FakeClock]) -> None:
+    """Silence from before the monitor began watching is not judged: a service gets a full TTL from then."""
+    runtime, clock = clocked
+    monitor = HeartbeatMonitor(runtime.catalog, Leadership(runtime.store), interval=3600)
+    await runtime.catalog.register(_reg(heartbeat_interval_s=1, ttl_s=2))
+    clock.advance(600)  # nobody watched: a restart, or a leader change
+    monitor.watched_since = clock.now()
+    assert await monitor.sweep() == []
+    clock.advance(2)
+    assert [v.action for _, v in await monitor.sweep()] == ["marked_down"]
 
 
 async def test_monitor_leaves_a_service_that_beat_meanwhile(clocked: tuple[Any, FakeClock]) -> None:

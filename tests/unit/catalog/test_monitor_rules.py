@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from muster.catalog.model import MonitorThresholds, ServiceRecord, judge, missed_beats
+from muster.catalog.model import MonitorThresholds, ServiceRecord, judge, missed_beats, verdicts
 from muster.clock import FakeClock
 
 
@@ -84,3 +84,31 @@ def test_last_heartbeat_resets_silence() -> None:
     record.last_heartbeat_ts = clock.now()
     clock.advance(100)
     assert judge(record, clock.now(), MonitorThresholds()) is None
+
+
+def test_a_jump_past_both_thresholds_marks_down_before_deregistering() -> None:
+    """TTL of three intervals: the first miss that counts is already the third, and both actions come, down first."""
+    clock = FakeClock()
+    record = _record(clock, interval=10, ttl=30)
+    clock.advance(30)
+    assert [(v.action, v.missed_beats) for v in verdicts(record, clock.now(), MonitorThresholds())] == [
+        ("marked_down", 3), ("deregistered", 3)
+    ]
+    record.status = "down"
+    assert [v.action for v in verdicts(record, clock.now(), MonitorThresholds())] == ["deregistered"]
+
+
+def test_silence_before_the_monitor_watched_is_not_counted() -> None:
+    """A monitor that starts or takes over gives every service one full TTL from that moment."""
+    clock = FakeClock()
+    record = _record(clock, interval=1, ttl=2)
+    clock.advance(3600)  # an hour of silence while nobody watched
+    since = clock.now()
+    assert verdicts(record, clock.now(), MonitorThresholds(), watched_since=since) == []
+    clock.advance(1.9)
+    assert verdicts(record, clock.now(), MonitorThresholds(), watched_since=since) == []
+    clock.advance(0.1)  # 2 s watched: the TTL has passed, 2 misses counted from the watch's start
+    assert [v.action for v in verdicts(record, clock.now(), MonitorThresholds(), watched_since=since)] == [
+        "marked_down"
+    ]
+    assert [v.action for v in verdicts(record, clock.now(), MonitorThresholds())] == ["marked_down", "deregistered"]
