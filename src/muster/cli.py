@@ -35,6 +35,8 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
     "data_dir": {"help": "data directory (default ./muster-data)"},
     "database_url": {"help": "sqlite:///path or postgresql://user@host/db (default: SQLite in the data dir)"},
     "monitor_interval": {"type": float, "help": "seconds between heartbeat sweeps (default 30)"},
+    "leader_lease": {"type": float, "help": "seconds the monitor's leader holds its lease unrenewed; a dead or "
+                     "paused leader is replaced within 1.25 times this (default 4)"},
     "doors": {"choices": ["split", "single"], "help": "split: HTTP and gRPC in two processes; single: one "
               "(default split)"},
     "shutdown_grace": {"type": float, "help": "seconds to drain in-flight requests on SIGTERM (default 10)"},

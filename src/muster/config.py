@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./muster-data")
     database_url: str | None = None
     monitor_interval: float = Field(30.0, gt=0, description="seconds between heartbeat sweeps")
+    # The leader's lease (seconds): a leader that dies or hangs is replaced within 1.25 times this,
+    # whatever monitor_interval is (muster.store.leader).
+    leader_lease: float = Field(4.0, ge=0.4, le=300)
     # How many missed beats mark a service down, and how many deregister it.
     mark_down_after_misses: int = Field(2, ge=1)
     deregister_after_misses: int = Field(3, ge=1)

@@ -128,7 +128,7 @@ async def serve_doors(
     runtime = await build_runtime(settings)
     if settings.auth and "http" in doors:  # the main process (both doors in one, or the HTTP one)
         await _ensure_admin_token(runtime)
-    leadership = Leadership(runtime.store)
+    leadership = Leadership(runtime.store, lease_s=settings.leader_lease)
     sink = AlertFileSink(runtime.hub, settings.events_dir, leadership=leadership)
     monitor = HeartbeatMonitor(
         runtime.catalog,
@@ -137,6 +137,7 @@ async def serve_doors(
         alerts_retained=settings.alerts_retained,
         on_leader=sink.start,
     )
+    leadership.start()
     monitor.start()
     pruner = EventPruner(
         runtime.store,
@@ -231,7 +232,7 @@ async def serve_doors(
         await monitor.close()
         await pruner.close()
         await sink.close()
-        await leadership.release()
+        await leadership.release()  # before the store closes: a follower takes over at once
         await close_runtime(runtime)
         log.info("server.stopped")
     return 1 if child_failed else 0

@@ -10,6 +10,7 @@ import pytest
 
 from muster.clock import FakeClock
 from muster.server import build_runtime, close_runtime
+from muster.store.leader import Leadership
 from tests.conftest import settings_for
 
 
@@ -22,3 +23,10 @@ async def clocked(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Any, FakeC
         yield runtime, clock
     finally:
         await close_runtime(runtime)
+
+
+async def leading(store: Any) -> Leadership:
+    """This test's process holds the monitor lease (a monitor sweeps only under it)."""
+    leadership = Leadership(store)
+    assert await leadership.try_acquire()
+    return leadership

@@ -26,7 +26,7 @@ from muster.identity.caller import set_current
 from muster.identity.model import SYSTEM
 from muster.observability import MONITOR_SWEEPS
 from muster.store.engine import Tx
-from muster.store.leader import Leadership
+from muster.store.leader import Leadership, LeadershipLost
 
 __all__ = ["HeartbeatMonitor"]
 
@@ -60,19 +60,22 @@ class HeartbeatMonitor:
             await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
+        """Sweep every ``interval`` while this process leads (the lease is kept by ``Leadership``)."""
         set_current(SYSTEM)  # what the monitor changes, the server changed: events say "muster"
-        was_leader = False
+        watching_epoch: int | None = None
         while True:
             try:
-                leader = await self.leadership.try_acquire()
-                if leader and not was_leader:
-                    self.watched_since = self.catalog.clock.now()
-                    log.info("monitor.watching", grace_until="each service's TTL from now")
-                    if self._on_leader is not None:
-                        self._on_leader()
-                was_leader = leader
-                if leader:
+                if self.leadership.held:
+                    if self.leadership.epoch != watching_epoch:
+                        watching_epoch = self.leadership.epoch
+                        self.watched_since = self.leadership.acquired_at
+                        log.info("monitor.watching", epoch=watching_epoch, grace="one TTL from the takeover")
+                        if self._on_leader is not None:
+                            self._on_leader()
                     await self.sweep()
+            except LeadershipLost as exc:
+                MONITOR_SWEEPS.labels(outcome="fenced").inc()
+                log.warning("monitor.fenced", reason=str(exc))
             except Exception as exc:
                 MONITOR_SWEEPS.labels(outcome="failed").inc()
                 log.warning("monitor.sweep_failed", error=repr(exc))
@@ -98,6 +101,7 @@ class HeartbeatMonitor:
         impacts = {r.service_id: self._impact(r) for r, v in due if v.action == "marked_down"}
 
         async def op(tx: Tx) -> list[tuple[ServiceRecord, Verdict]]:
+            await self.leadership.fence(tx)  # a leader that lost its lease writes nothing
             acted: list[tuple[ServiceRecord, Verdict]] = []
             for record, verdict in due:
                 if await self._apply(tx, record, verdict, impacts.get(record.service_id)):

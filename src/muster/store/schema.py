@@ -15,7 +15,7 @@ from sqlalchemy import JSON, BigInteger, Column, DateTime, Dialect, Index, Integ
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["BigId", "JSONType", "UTCDateTime", "events", "include_object_for", "metadata", "only_on"]
+__all__ = ["BigId", "JSONType", "UTCDateTime", "events", "include_object_for", "leadership", "metadata", "only_on"]
 
 metadata = MetaData(
     naming_convention={
@@ -97,4 +97,17 @@ events = Table(
     Column("actor", Text, nullable=False, server_default="anonymous"),
     Index("ix_events_kind_revision", "kind", "revision"),
     sqlite_autoincrement=True,
+)
+
+
+# Leases on roles one process plays at a time (``monitor``: the heartbeat monitor and the pruner).
+# ``epoch`` rises by one at each takeover; the leader's writes are fenced on it (muster.store.leader).
+leadership = Table(
+    "leadership",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
 )

@@ -22,6 +22,7 @@ from muster.store.leader import Leadership
 from muster.store.schema import events
 from muster.validation import parse
 from tests.conftest import settings_for
+from tests.integration.conftest import leading
 
 
 def _reg(name: str = "test-service", **kw: Any) -> RegisterInput:
@@ -77,7 +78,7 @@ async def test_monitor_worked_example_with_fake_clock(clocked: tuple[Any, FakeCl
     """Interval 60 / TTL 90: down at 120 s with alert, restored by a beat; 180 s of silence then reports it
     down and deregisters it in one sweep (never deregistered without service_down first)."""
     runtime, clock = clocked
-    monitor = HeartbeatMonitor(runtime.catalog, Leadership(runtime.store), interval=3600)
+    monitor = HeartbeatMonitor(runtime.catalog, await leading(runtime.store), interval=3600)
     reply = await runtime.catalog.register(_reg(heartbeat_interval_s=60, ttl_s=90))
     sid = reply.service_id
 
@@ -124,7 +125,7 @@ async def test_a_service_found_past_both_thresholds_is_reported_down_then_deregi
 ) -> None:
     """TTL ≥ 3 intervals: one sweep writes service_down then service_deregistered, with their events, in order."""
     runtime, clock = clocked
-    monitor = HeartbeatMonitor(runtime.catalog, Leadership(runtime.store), interval=3600)
+    monitor = HeartbeatMonitor(runtime.catalog, await leading(runtime.store), interval=3600)
     sid = (await runtime.catalog.register(_reg(heartbeat_interval_s=10, ttl_s=30))).service_id
     head = await runtime.hub.head()
     clock.advance(31)
@@ -144,7 +145,7 @@ async def test_a_service_found_past_both_thresholds_is_reported_down_then_deregi
 async def test_a_new_leader_grants_one_ttl_before_counting_misses(clocked: tuple[Any, FakeClock]) -> None:
     """Silence from before the monitor began watching is not judged: a service gets a full TTL from then."""
     runtime, clock = clocked
-    monitor = HeartbeatMonitor(runtime.catalog, Leadership(runtime.store), interval=3600)
+    monitor = HeartbeatMonitor(runtime.catalog, await leading(runtime.store), interval=3600)
     await runtime.catalog.register(_reg(heartbeat_interval_s=1, ttl_s=2))
     clock.advance(600)  # nobody watched: a restart, or a leader change
     monitor.watched_since = clock.now()
@@ -156,7 +157,7 @@ async def test_a_new_leader_grants_one_ttl_before_counting_misses(clocked: tuple
 async def test_monitor_leaves_a_service_that_beat_meanwhile(clocked: tuple[Any, FakeClock]) -> None:
     """A beat flushed after the sweep read the catalog wins: the service is not marked down."""
     runtime, clock = clocked
-    monitor = HeartbeatMonitor(runtime.catalog, Leadership(runtime.store), interval=3600)
+    monitor = HeartbeatMonitor(runtime.catalog, await leading(runtime.store), interval=3600)
     sid = (await runtime.catalog.register(_reg(heartbeat_interval_s=60, ttl_s=90))).service_id
     clock.advance(125)
     await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))

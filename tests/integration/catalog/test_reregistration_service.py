@@ -27,10 +27,10 @@ from muster.events.hub import WatchFilter
 from muster.identity.caller import acting_as
 from muster.identity.model import Principal
 from muster.server import build_runtime, close_runtime
-from muster.store.leader import Leadership
 from muster.store.schema import events
 from muster.validation import parse
 from tests.conftest import settings_for
+from tests.integration.conftest import leading
 
 ALICE = Principal("alice", frozenset({"catalog:write"}))
 BOB = Principal("bob", frozenset({"catalog:write"}))
@@ -98,7 +98,7 @@ async def test_each_registration_is_one_event_marked_new_or_reregistered(runtime
 async def test_a_reregistration_resets_liveness_of_a_down_instance(clocked: tuple[Any, FakeClock]) -> None:
     """Marked down by the monitor, registered again: ok at once, beaten now, metrics gone, not judged again."""
     runtime, clock = clocked
-    monitor = HeartbeatMonitor(runtime.catalog, Leadership(runtime.store), interval=3600)
+    monitor = HeartbeatMonitor(runtime.catalog, await leading(runtime.store), interval=3600)
     sid = (await runtime.catalog.register(_reg(heartbeat_interval_s=60, ttl_s=90))).service_id
     await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid, "load": 0.7}))
     clock.advance(125)
