@@ -129,13 +129,15 @@ async def serve_doors(
     if settings.auth and "http" in doors:  # the main process (both doors in one, or the HTTP one)
         await _ensure_admin_token(runtime)
     leadership = Leadership(runtime.store, lease_s=settings.leader_lease)
-    sink = AlertFileSink(runtime.hub, settings.events_dir, leadership=leadership)
+    # Every server keeps the whole alert log in its own data dir, written by its main process.
+    sink = AlertFileSink(runtime.hub, settings.events_dir)
+    if "http" in doors:
+        sink.start()
     monitor = HeartbeatMonitor(
         runtime.catalog,
         leadership,
         interval=settings.monitor_interval,
         alerts_retained=settings.alerts_retained,
-        on_leader=sink.start,
     )
     leadership.start()
     monitor.start()

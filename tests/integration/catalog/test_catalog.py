@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from muster.errors import Invalid, NotFound
 from muster.events.hub import WatchFilter
 from muster.events.sinks import AlertFileSink
 from muster.server import build_runtime, close_runtime
-from muster.store.leader import Leadership
 from muster.store.schema import events
 from muster.validation import parse
 from tests.conftest import settings_for
@@ -288,33 +288,48 @@ async def test_replay_matches_kind_prefixes_case_sensitively_and_live_events_res
     assert seen == [ahead + 1]
 
 
-async def test_the_alert_sink_writes_only_while_its_process_leads(runtime: Any, tmp_path: Path) -> None:
-    """A sink whose process does not hold leadership writes nothing; once it leads, it catches up."""
-    leadership = Leadership(runtime.store)
-    sink = AlertFileSink(runtime.hub, tmp_path / "events", interval=0.02, leadership=leadership)
-    await runtime.store.write(_alert_event)
+async def test_every_data_dir_gets_the_whole_alert_log_once(runtime: Any, tmp_path: Path) -> None:
+    """Two replicas' sinks (two data dirs) each write every alert once, whoever raised it; two servers
+    sharing one data dir write its file from one process only; a restarted sink resumes without repeats."""
+    for _ in range(3):
+        await runtime.store.write(_alert_event)
     await runtime.hub.advance_to(await runtime.hub.head())
-    sink.start()
+    one, two = tmp_path / "one" / "events", tmp_path / "two" / "events"
+    sinks = [AlertFileSink(runtime.hub, one, interval=0.02), AlertFileSink(runtime.hub, one, interval=0.02),
+             AlertFileSink(runtime.hub, two, interval=0.02)]
+    for sink in sinks:
+        sink.start()
     try:
-        await asyncio.sleep(0.2)
-        assert not (tmp_path / "events").exists()
-        assert await leadership.try_acquire()
-        for _ in range(100):
-            if (tmp_path / "events").exists() and any((tmp_path / "events").iterdir()):
+        for _ in range(200):
+            if all(len(_lines(d)) == 3 for d in (one, two)):
                 break
             await asyncio.sleep(0.02)
-        assert len(list((tmp_path / "events").iterdir())) == 1
+        await asyncio.sleep(0.2)  # a second writer of "one" would have repeated its lines by now
+        assert [len(_lines(d)) for d in (one, two)] == [3, 3]
+        assert [sink.writing for sink in sinks] == [True, False, True]
     finally:
-        await sink.close()
-        await leadership.release()
+        for sink in sinks:
+            await sink.close()
+    await runtime.store.write(_alert_event)
+    await runtime.hub.advance_to(await runtime.hub.head())
+    again = AlertFileSink(runtime.hub, one)
+    assert await again.drain() == 1 and await again.drain() == 0
+    assert len(_lines(one)) == 4 and len({line["alert_id"] for line in _lines(one)}) == 4
+
+
+def _lines(directory: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for path in sorted(directory.glob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+_ALERT_IDS = itertools.count(1)
 
 
 async def _alert_event(tx: Any) -> None:
     tx.emit(
         "catalog.alert",
         "s",
-        {"alert_id": 1, "alert_type": "service_down", "service_id": "s", "service_name": "n", "missed_beats": 2,
-         "last_seen": None, "action": "marked_down", "ts": "2026-11-29T00:00:00.000Z"},
+        {"alert_id": next(_ALERT_IDS), "alert_type": "service_down", "service_id": "s", "service_name": "n",
+         "missed_beats": 2, "last_seen": None, "action": "marked_down", "ts": "2026-11-29T00:00:00.000Z"},
     )
 
 
