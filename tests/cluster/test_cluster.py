@@ -1,0 +1,291 @@
+"""Three replicas on one PostgreSQL under faults (SIGSTOP of the leader, kill -9 of the leader, SIGTERM of
+a follower, restarts), with clients spread over all of them; the recorded history is judged afterwards.
+
+What runs during the faults: registrations (long TTL) on every replica, contended reserve/release of three
+symbols, ten services beating every 0.4 s (interval 1 s, TTL 2 s) through whichever replica answers, five
+services registered silent, and a watcher on one replica timing writes acknowledged by the others.
+The figures are printed as one JSON line (docs/reliability.md records them); every checker must find 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.cluster.history import (
+    History,
+    alert_faults,
+    lease_violations,
+    lost_registrations,
+    percentile,
+    stream_faults,
+)
+from tests.conftest import ServerProcess
+
+pytestmark = pytest.mark.postgres
+
+REPLICAS = 3
+LEASE_S = 2.0
+LEASE_TTL_S = 3
+SYMBOLS = ("checkout.pay", "checkout.refund", "ledger.post")
+FLAGS = ["--monitor-interval", "0.5", "--leader-lease", str(LEASE_S)]
+# The long switch: MUSTER_CLUSTER_ROUNDS=N repeats the fault sequence N times (about 17 s a round).
+ROUNDS = int(os.environ.get("MUSTER_CLUSTER_ROUNDS", "1"))
+
+
+class Cluster:
+    def __init__(self, servers: list[ServerProcess], dsn: str) -> None:
+        self.servers = servers
+        self.dsn = dsn
+        self.clients = [httpx.AsyncClient(base_url=s.http_url, timeout=1.0) for s in servers]
+        self.down: set[int] = set()  # replicas a fault has taken away (clients avoid them)
+
+    def live(self) -> list[int]:
+        return [i for i in range(len(self.servers)) if i not in self.down] or list(range(len(self.servers)))
+
+    async def leader(self) -> tuple[int, int]:
+        """(replica index, epoch) of the current monitor lease holder, by its holder id in the logs."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            row = await conn.fetchrow("SELECT holder, epoch FROM leadership WHERE name = 'monitor'")
+        finally:
+            await conn.close()
+        assert row is not None
+        for index, server in enumerate(self.servers):
+            assert server.log_path is not None
+            if str(row["holder"]) in server.log_path.read_text(errors="replace"):
+                return index, int(row["epoch"])
+        raise AssertionError(f"no replica logged holder {row['holder']}")
+
+    async def takeover_s(self, epoch: int, since: float) -> float:
+        """Seconds from ``since`` until a lease epoch newer than ``epoch`` exists (15 s at most)."""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(AssertionError, OSError):
+                if (await self.leader())[1] > epoch:
+                    return time.monotonic() - since
+            await asyncio.sleep(0.05)
+        raise AssertionError("no takeover")
+
+    def signal_group(self, index: int, signum: int) -> None:
+        process = self.servers[index].process
+        assert process is not None
+        os.killpg(process.pid, signum)
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
+async def _call(cluster: Cluster, history: History, kind: str, key: str, method: str, path: str,
+                body: dict[str, Any], ok: Any) -> Any:
+    replica = random.choice(cluster.live())
+    op = history.begin(kind, key, time.monotonic(), replica)
+    try:
+        reply = await cluster.clients[replica].request(method, path, json=body)
+    except httpx.HTTPError:
+        op.completed = time.monotonic()
+        return None  # unknown: it may have happened
+    op.completed = time.monotonic()
+    if reply.status_code == 200:
+        op.outcome, op.value = "ok", ok(reply.json())
+        return op.value
+    if 400 <= reply.status_code < 500:
+        op.outcome = "fail"
+    return None
+
+
+async def _registrations(cluster: Cluster, history: History, acked: dict[str, float], stop: asyncio.Event) -> None:
+    n = 0
+    while not stop.is_set():
+        n += 1
+        body = {"name": f"reg-{n}", "type": "service", "url": f"http://reg-{n}:1", "heartbeat_interval_s": 1800,
+                "ttl_s": 3600}
+        service_id = await _call(cluster, history, "register", body["name"], "POST", "/register", body,
+                                 lambda data: data["service_id"])
+        if service_id is not None:
+            acked[service_id] = time.monotonic()
+        await asyncio.sleep(0.02)
+
+
+async def _leases(cluster: Cluster, history: History, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        symbol = random.choice(SYMBOLS)
+        repo = symbol.partition(".")[0]
+        body = {"repo": repo, "branch": "main", "fq_name": symbol, "kind": "function", "ttl_sec": LEASE_TTL_S}
+        lease_id = await _call(cluster, history, "reserve", symbol, "POST", "/reserve", body,
+                               lambda data: data["lease_id"])
+        if lease_id is not None:
+            await asyncio.sleep(0.03)  # the critical section
+            await _call(cluster, history, "release", str(lease_id), "POST", "/release", {"lease_id": lease_id},
+                        lambda _data, lease_id=lease_id: lease_id)
+        await asyncio.sleep(random.uniform(0, 0.02))
+
+
+async def _beating(cluster: Cluster, service_id: str, stop: asyncio.Event) -> None:
+    """Beat every 0.4 s through a live replica, trying the others when one does not answer in time."""
+    while not stop.is_set():
+        for replica in random.sample(cluster.live(), len(cluster.live())):
+            with contextlib.suppress(httpx.HTTPError):
+                reply = await cluster.clients[replica].put("/heartbeat", json={"service_id": service_id}, timeout=0.3)
+                if reply.status_code == 200:
+                    break
+        await asyncio.sleep(0.4)
+
+
+async def _watch(cluster: Cluster, replica: int, acked: dict[str, float], seen: dict[str, float],
+                 stop: asyncio.Event) -> None:
+    """Follow registrations on one replica (reconnecting after a fault) and note when each arrives."""
+    async with httpx.AsyncClient(base_url=cluster.servers[replica].http_url, timeout=None) as client:
+        while not stop.is_set():
+            try:
+                async with client.stream("GET", "/watch", params={"kind": "catalog.registered"}) as stream:
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data:"):
+                            seen.setdefault(json.loads(line[5:])["subject"], time.monotonic())
+            except httpx.HTTPError:
+                await asyncio.sleep(0.2)
+
+
+async def _replay(server: ServerProcess) -> list[int]:
+    revisions: list[int] = []
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=httpx.Timeout(10, read=2)) as client:
+        with contextlib.suppress(httpx.ReadTimeout):
+            async with client.stream("GET", "/watch", params={"since": 0}) as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("id:"):
+                        revisions.append(int(line[3:]))
+    return revisions
+
+
+async def _restart(server: ServerProcess) -> None:
+    await asyncio.to_thread(server.start, monitor_interval=0.5)
+
+
+async def test_three_replicas_under_pause_kill_and_restart(server_factory: Any, tmp_path: Path,
+                                                           pg_server_url: str) -> None:
+    """Under SIGSTOP and kill -9 of the leader and SIGTERM of a follower: no lease violation, no lost
+    registration, identical gap-free streams, exactly one down and one deregistration per silent service,
+    no false down for a service that kept beating, and each takeover within 1.25 leases plus a margin."""
+    servers = [
+        await asyncio.to_thread(server_factory, data_dir=tmp_path / f"replica{i}", database_url=pg_server_url,
+                                extra_args=FLAGS, monitor_interval=0.5)
+        for i in range(REPLICAS)
+    ]
+    cluster = Cluster(servers, pg_server_url)
+    history, acked, seen = History(), {}, {}
+    stop = asyncio.Event()
+    figures: dict[str, Any] = {}
+    marks: dict[str, str] = {}
+
+    def mark(name: str) -> None:
+        marks[name] = time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+    try:
+        def service(name: str, interval: int, ttl: int) -> dict[str, Any]:
+            return {"name": name, "type": "service", "url": f"http://{name}:1", "heartbeat_interval_s": interval,
+                    "ttl_s": ttl}
+
+        beating = [(await cluster.clients[i % REPLICAS].post("/register", json=service(f"beat-{i}", 1, 2))).json()
+                   ["service_id"] for i in range(10)]
+        tasks = [asyncio.create_task(_beating(cluster, sid, stop)) for sid in beating]
+        tasks.append(asyncio.create_task(_watch(cluster, 2, acked, seen, stop)))
+        await asyncio.sleep(0.5)
+        silent = [(await cluster.clients[i % REPLICAS].post("/register", json=service(f"silent-{i}", 1, 2))).json()
+                  ["service_id"] for i in range(5)]
+        tasks.append(asyncio.create_task(_registrations(cluster, history, acked, stop)))
+        tasks += [asyncio.create_task(_leases(cluster, history, stop)) for _ in range(6)]
+
+        pauses: list[float] = []
+        kills: list[float] = []
+        for round_ in range(ROUNDS):
+            await asyncio.sleep(3)
+            leader, epoch = await cluster.leader()
+            cluster.down.add(leader)
+            mark(f"{round_}: sigstop {leader}")
+            cluster.signal_group(leader, signal.SIGSTOP)
+            paused = time.monotonic()
+            pauses.append(await cluster.takeover_s(epoch, paused))
+            await asyncio.sleep(max(0.0, 6 - (time.monotonic() - paused)))
+            cluster.signal_group(leader, signal.SIGCONT)
+            mark(f"{round_}: sigcont {leader}")
+            cluster.down.discard(leader)
+
+            await asyncio.sleep(3)
+            leader, epoch = await cluster.leader()
+            cluster.down.add(leader)
+            mark(f"{round_}: kill {leader}")
+            cluster.signal_group(leader, signal.SIGKILL)
+            killed = time.monotonic()
+            kills.append(await cluster.takeover_s(epoch, killed))
+            await _restart(servers[leader])
+            mark(f"{round_}: restarted {leader}")
+            cluster.down.discard(leader)
+
+            await asyncio.sleep(2)
+            leader, _epoch = await cluster.leader()
+            follower = next(i for i in range(REPLICAS) if i != leader)
+            cluster.down.add(follower)
+            mark(f"{round_}: sigterm {follower}")
+            await asyncio.to_thread(servers[follower].stop, signal.SIGTERM)
+            await _restart(servers[follower])
+            cluster.down.discard(follower)
+        figures["rounds"] = ROUNDS
+        figures["takeover_after_pause_s_max"] = round(max(pauses), 2)
+        figures["takeover_after_kill_s_max"] = round(max(kills), 2)
+        await asyncio.sleep(3)
+    finally:
+        beating_until = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    await asyncio.sleep(2)  # the last flushes and sweeps
+    readable: dict[int, set[str]] = {}
+    for index, client in enumerate(cluster.clients):
+        listing = (await client.get("/services", params={"limit": 10000})).json()["services"]
+        readable[index] = {s["service_id"] for s in listing}
+    alerts = (await cluster.clients[0].get("/alerts", params={"limit": 1000})).json()["alerts"]
+    streams = {index: await _replay(server) for index, server in enumerate(servers)}
+    await cluster.close()
+
+    latencies = [max(0.0, seen[sid] - at) * 1000 for sid, at in acked.items() if sid in seen]
+    faults = {
+        "lease_violations": lease_violations(history, LEASE_TTL_S),
+        "lost_registrations": lost_registrations(history, readable),
+        "stream_faults": stream_faults(streams),
+        "alert_faults": alert_faults(alerts, silent=set(silent), beating=set(beating), beating_until=beating_until),
+    }
+    figures |= {
+        "operations": len(history.ops),
+        "acknowledged_registrations": len(history.of("register", "ok")),
+        "acknowledged_grants": len(history.of("reserve", "ok")),
+        "unknown_outcomes": sum(op.outcome == "unknown" for op in history.ops),
+        "events_replayed": len(next(iter(streams.values()))),
+        "watch_latency_ms_p50": round(percentile(latencies, 0.5), 1),
+        "watch_latency_ms_p99": round(percentile(latencies, 0.99), 1),
+        "watch_samples": len(latencies),
+        **{name: len(found) for name, found in faults.items()},
+    }
+    print("\ncluster figures: " + json.dumps(figures), file=sys.__stderr__)
+    if os.environ.get("MUSTER_CLUSTER_DEBUG"):
+        print(json.dumps({"alerts": [a for a in alerts if a["service_id"] in set(beating)][:4],
+                          "faults": faults, "marks": marks}, indent=1), file=sys.__stderr__)
+    assert {name: found for name, found in faults.items() if found} == {}
+    assert figures["acknowledged_grants"] > 50 and figures["acknowledged_registrations"] > 100
+    assert figures["takeover_after_pause_s_max"] < LEASE_S * 1.25 + 3
+    assert figures["takeover_after_kill_s_max"] < LEASE_S * 1.25 + 3
+    assert figures["watch_samples"] > 50
