@@ -35,6 +35,10 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
     "data_dir": {"help": "data directory (default ./muster-data)"},
     "database_url": {"help": "sqlite:///path or postgresql://user@host/db (default: SQLite in the data dir)"},
     "monitor_interval": {"type": float, "help": "seconds between heartbeat sweeps (default 30)"},
+    "self_preservation_threshold": {"type": float, "help": "evict nobody while more than this share of the live "
+                                    "instances would be down within one TTL; 0: off (default 0.5)"},
+    "self_preservation_min_instances": {"type": int, "help": "self-preservation applies only with at least this "
+                                        "many live instances (default 10)"},
     "leader_lease": {"type": float, "help": "seconds the monitor's leader holds its lease unrenewed; a dead or "
                      "paused leader is replaced within 1.25 times this (default 4)"},
     "doors": {"choices": ["split", "single"], "help": "split: HTTP and gRPC in two processes; single: one "

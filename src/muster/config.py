@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # The leader's lease (seconds): a leader that dies or hangs is replaced within 1.25 times this,
     # whatever monitor_interval is (muster.store.leader).
     leader_lease: float = Field(4.0, ge=0.4, le=300)
+    # Self-preservation (muster.catalog.preservation): evict nobody while more than this share of the
+    # live instances would be down within one TTL (0: off), with at least min_instances live.
+    self_preservation_threshold: float = Field(0.5, ge=0, lt=1)
+    self_preservation_min_instances: int = Field(10, ge=1)
     # How many missed beats mark a service down, and how many deregister it.
     mark_down_after_misses: int = Field(2, ge=1)
     deregister_after_misses: int = Field(3, ge=1)

@@ -118,6 +118,7 @@ async def serve_doors(
     import uvicorn
 
     from muster.catalog.monitor import HeartbeatMonitor
+    from muster.catalog.preservation import SelfPreservation
     from muster.events.retention import EventPruner
     from muster.events.sinks import AlertFileSink
     from muster.grpc.server import GrpcDoor
@@ -138,6 +139,7 @@ async def serve_doors(
         leadership,
         interval=settings.monitor_interval,
         alerts_retained=settings.alerts_retained,
+        preservation=SelfPreservation(settings.self_preservation_threshold, settings.self_preservation_min_instances),
     )
     leadership.start()
     monitor.start()

@@ -201,6 +201,7 @@ class CatalogServicer(pb_grpc.CatalogServicer):
             down_services=stats.down_services,
             last_check=timestamp(stats.last_check),
             replicas=stats.replicas,
+            self_preservation=stats.self_preservation,
         )
 
     @unary("Catalog/ListAlerts")

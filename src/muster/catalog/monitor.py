@@ -20,6 +20,7 @@ import structlog
 from muster._tasks import cancel_and_wait
 from muster.catalog import store as q
 from muster.catalog.model import ServiceRecord, Verdict, verdicts
+from muster.catalog.preservation import Assessment, SelfPreservation
 from muster.catalog.service import CatalogService
 from muster.clock import isoformat
 from muster.identity.caller import set_current
@@ -42,12 +43,14 @@ class HeartbeatMonitor:
         interval: float,
         alerts_retained: int = 10_000,
         on_leader: Callable[[], None] | None = None,
+        preservation: SelfPreservation | None = None,
     ) -> None:
         self.catalog = catalog
         self.leadership = leadership
         self.interval = interval
         self.alerts_retained = alerts_retained
         self._on_leader = on_leader
+        self.preservation = preservation
         self._task: asyncio.Task[None] | None = None
         # When this process began watching as the leader: silence before it is not counted.
         self.watched_since: datetime | None = None
@@ -98,10 +101,19 @@ class HeartbeatMonitor:
             async with catalog.store.read() as conn:
                 records = await q.get_services(conn, suspects)
         due = [(r, v) for r in records for v in verdicts(r, now, rules, watched_since=since)]
+        assessment = self._assess(now, records, due)
+        if assessment is not None and assessment.protect:
+            due = []  # more of the fleet silent at once than is believable: evict nobody
         impacts = {r.service_id: self._impact(r) for r, v in due if v.action == "marked_down"}
 
         async def op(tx: Tx) -> list[tuple[ServiceRecord, Verdict]]:
             await self.leadership.fence(tx)  # a leader that lost its lease writes nothing
+            if assessment is not None and assessment.change is not None:
+                tx.emit("catalog.self_preservation", "self_preservation", {
+                    "state": assessment.change, "live_at_window_start": assessment.population,
+                    "would_be_down": assessment.at_risk, "share": round(assessment.share, 4),
+                })
+                await q.put_state(tx.conn, "self_preservation", assessment.change, tx.insert)
             acted: list[tuple[ServiceRecord, Verdict]] = []
             for record, verdict in due:
                 if await self._apply(tx, record, verdict, impacts.get(record.service_id)):
@@ -112,9 +124,25 @@ class HeartbeatMonitor:
             return acted
 
         acted = await catalog.store.write(op)
+        if self.preservation is not None:
+            self.preservation.record(now, sum(v.action == "marked_down" for _, v in acted))
+        if assessment is not None and assessment.change is not None:
+            log.warning(f"monitor.self_preservation_{assessment.change}", would_be_down=assessment.at_risk,
+                        live_at_window_start=assessment.population, share=round(assessment.share, 3))
         MONITOR_SWEEPS.labels(outcome="ok").inc()
         self._log(acted)
         return acted
+
+    def _assess(
+        self, now: datetime, records: list[ServiceRecord], due: list[tuple[ServiceRecord, Verdict]]
+    ) -> Assessment | None:
+        if self.preservation is None:
+            return None
+        self.preservation.active = self.catalog.self_preservation  # as the event log says, whoever led
+        live = sum(1 for r in self.catalog.index.by_id.values() if r.status != "down")
+        window = max((r.ttl_s for r in records), default=0)
+        marking = sum(v.action == "marked_down" for _, v in due)
+        return self.preservation.assess(now, live=live, evicting=marking, window_s=window)
 
     @staticmethod
     def _log(acted: list[tuple[ServiceRecord, Verdict]]) -> None:

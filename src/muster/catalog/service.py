@@ -82,6 +82,8 @@ class Stats:
     last_check: datetime | None
     # ``muster serve`` processes sharing this store (a server's two door processes count once).
     replicas: int = 0
+    # The monitor evicts nobody: too much of the fleet fell silent at once (muster.catalog.preservation).
+    self_preservation: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ class Stats:
             "down_services": self.down_services,
             "last_check": isoformat(self.last_check),
             "replicas": self.replicas,
+            "self_preservation": self.self_preservation,
         }
 
 
@@ -112,6 +115,7 @@ class CatalogService:
         self.clock = clock
         self.thresholds = thresholds or MonitorThresholds()
         self.index = CatalogIndex()
+        self.self_preservation = False  # the monitor evicts nobody (catalog.self_preservation events)
         self.flush_interval = flush_interval
         self.impact_provider: ImpactProvider | None = None
         self._pending_beats: dict[str, dict[str, Any]] = {}
@@ -126,6 +130,7 @@ class CatalogService:
         """Fill the index from the store (call before the hub starts following)."""
         async with self.store.read() as conn:
             records = await q.load_services(conn)
+            self.self_preservation = await q.get_state(conn, "self_preservation") == "entered"
         for record in records:
             self.index.put(record)
         self._refreshed_at = self.clock.now()
@@ -140,7 +145,9 @@ class CatalogService:
             await self.flush()
 
     def _apply(self, event: Any) -> None:
-        if event.kind.startswith("catalog."):
+        if event.kind == "catalog.self_preservation":
+            self.self_preservation = event.payload["state"] == "entered"
+        elif event.kind.startswith("catalog."):
             self.index.apply(event)
 
     # -- operations -------------------------------------------------------------
@@ -312,6 +319,7 @@ class CatalogService:
             down_services=counts.get("down", 0),
             last_check=parse_isoformat(last_check),
             replicas=replicas,
+            self_preservation=self.self_preservation,
         )
 
     async def alerts(self, *, limit: int = 100, since: datetime | None = None) -> list[AlertRecord]:

@@ -105,6 +105,7 @@ def stats_from_dict(data: dict[str, Any]) -> Stats:
         down_services=int(data["down_services"]),
         last_check=parse_ts(data.get("last_check")),
         replicas=int(data.get("replicas", 0)),
+        self_preservation=bool(data.get("self_preservation", False)),
     )
 
 

@@ -150,6 +150,7 @@ class GrpcTransport:
             down_services=reply.down_services,
             last_check=reply.last_check.ToDatetime(tzinfo=UTC) if reply.HasField("last_check") else None,
             replicas=reply.replicas,
+            self_preservation=reply.self_preservation,
         )
 
     async def alerts(self, limit: int, since: datetime | None) -> list[AlertRecord]:

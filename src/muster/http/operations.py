@@ -41,7 +41,11 @@ def router(runtime: Runtime) -> APIRouter:
             "muster_services", "Registered services by status", "status",
             lambda: {s: float(counts().get(s, 0)) for s in ("ok", "degraded", "down")},
         )
-        return Response(render_metrics([collector]), media_type="text/plain; version=0.0.4; charset=utf-8")
+        preserving = GaugeCollector(
+            "muster_self_preservation", "1 while the monitor evicts nobody (self-preservation)", "state",
+            lambda: {"active": float(runtime.catalog.self_preservation)},
+        )
+        return Response(render_metrics([collector, preserving]), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/watch", summary="Server-Sent Events: replay after `since`, then follow live")
     async def watch(

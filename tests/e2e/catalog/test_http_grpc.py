@@ -53,7 +53,7 @@ def test_seed_walkthrough_over_http(shared_server: ServerProcess) -> None:
         assert beat.status_code == 200
         stats = http.get("/stats").json()
         assert {"total_services", "healthy_services", "degraded_services", "down_services", "last_check",
-                "replicas"} == set(stats)
+                "replicas", "self_preservation"} == set(stats)
         assert stats["replicas"] == 1
         assert stats["healthy_services"] >= 1
         assert http.get("/health").status_code == 200

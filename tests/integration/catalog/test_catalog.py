@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from muster.catalog.model import DeregisterInput, DiscoverQuery, HeartbeatInput, PromoteInput, RegisterInput
 from muster.catalog.monitor import HeartbeatMonitor
+from muster.catalog.preservation import SelfPreservation
 from muster.catalog.schema import services
 from muster.clock import FakeClock
 from muster.errors import Invalid, NotFound
@@ -152,6 +153,32 @@ async def test_a_new_leader_grants_one_ttl_before_counting_misses(clocked: tuple
     assert await monitor.sweep() == []
     clock.advance(2)
     assert [v.action for _, v in await monitor.sweep()] == ["marked_down"]
+
+
+async def test_self_preservation_evicts_nobody_while_most_of_the_fleet_is_silent(
+    clocked: tuple[Any, FakeClock],
+) -> None:
+    """20 services, all silent at once: no service_down, catalog.self_preservation 'entered', /stats says so and
+    discovery still lists them; 15 beat again: 'left', and only the 5 still silent are marked down."""
+    runtime, clock = clocked
+    monitor = HeartbeatMonitor(runtime.catalog, await leading(runtime.store), interval=3600,
+                               preservation=SelfPreservation(0.5, 10))
+    ids = [(await runtime.catalog.register(_reg(f"fleet-{i}", heartbeat_interval_s=1, ttl_s=2))).service_id
+           for i in range(20)]
+    clock.advance(2.5)
+    assert await monitor.sweep() == []
+    await runtime.hub.advance_to(await runtime.hub.head())
+    assert (await runtime.catalog.stats()).self_preservation
+    assert len(runtime.catalog.discover(parse(DiscoverQuery, {"limit": 100}))) == 20
+    for sid in ids[:15]:
+        await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
+    acted = await monitor.sweep()
+    assert sorted(r.service_id for r, v in acted if v.action == "marked_down") == sorted(ids[15:])
+    await runtime.hub.advance_to(await runtime.hub.head())
+    assert not (await runtime.catalog.stats()).self_preservation
+    async with runtime.store.read() as conn:
+        rows = await conn.execute(select(events.c.payload).where(events.c.kind == "catalog.self_preservation"))
+        assert [p["state"] for p in rows.scalars()] == ["entered", "left"]
 
 
 async def test_monitor_leaves_a_service_that_beat_meanwhile(clocked: tuple[Any, FakeClock]) -> None:

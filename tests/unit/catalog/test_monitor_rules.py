@@ -112,3 +112,33 @@ def test_silence_before_the_monitor_watched_is_not_counted() -> None:
         "marked_down"
     ]
     assert [v.action for v in verdicts(record, clock.now(), MonitorThresholds())] == ["marked_down", "deregistered"]
+
+
+def test_self_preservation_holds_evictions_when_too_much_of_the_fleet_is_silent() -> None:
+    """20 live, 12 would go down at once (60% > 50%): protect and say 'entered'; 5 (25%): judge and say 'left'."""
+    from muster.catalog.preservation import SelfPreservation
+
+    clock = FakeClock()
+    guard = SelfPreservation(threshold=0.5, min_instances=10)
+    first = guard.assess(clock.now(), live=20, evicting=12, window_s=2)
+    assert (first.protect, first.change, first.population, first.at_risk) == (True, "entered", 20, 12)
+    assert guard.assess(clock.now(), live=20, evicting=12, window_s=2).change is None
+    back = guard.assess(clock.now(), live=20, evicting=5, window_s=2)
+    assert (back.protect, back.change) == (False, "left")
+
+
+def test_self_preservation_counts_the_window_and_spares_small_fleets() -> None:
+    """Downs earlier in the same TTL window count; past the window they do not; under min_instances it is off."""
+    from muster.catalog.preservation import SelfPreservation
+
+    clock = FakeClock()
+    guard = SelfPreservation(threshold=0.5, min_instances=10)
+    assert not guard.assess(clock.now(), live=20, evicting=6, window_s=10).protect
+    guard.record(clock.now(), 6)
+    clock.advance(5)  # 6 already down in this window, 5 more now: 11 of 20
+    assert guard.assess(clock.now(), live=14, evicting=5, window_s=10).protect
+    clock.advance(20)
+    guard.active = False
+    assert not guard.assess(clock.now(), live=14, evicting=5, window_s=10).protect  # the window moved on
+    assert not SelfPreservation(0.5, 10).assess(clock.now(), live=3, evicting=3, window_s=10).protect
+    assert not SelfPreservation(0.0, 1).assess(clock.now(), live=20, evicting=20, window_s=10).protect

@@ -216,20 +216,22 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("total_services", "healthy_services", "degraded_services", "down_services", "last_check", "replicas")
+    __slots__ = ("total_services", "healthy_services", "degraded_services", "down_services", "last_check", "replicas", "self_preservation")
     TOTAL_SERVICES_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_SERVICES_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_SERVICES_FIELD_NUMBER: _ClassVar[int]
     DOWN_SERVICES_FIELD_NUMBER: _ClassVar[int]
     LAST_CHECK_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    SELF_PRESERVATION_FIELD_NUMBER: _ClassVar[int]
     total_services: int
     healthy_services: int
     degraded_services: int
     down_services: int
     last_check: _timestamp_pb2.Timestamp
     replicas: int
-    def __init__(self, total_services: _Optional[int] = ..., healthy_services: _Optional[int] = ..., degraded_services: _Optional[int] = ..., down_services: _Optional[int] = ..., last_check: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replicas: _Optional[int] = ...) -> None: ...
+    self_preservation: bool
+    def __init__(self, total_services: _Optional[int] = ..., healthy_services: _Optional[int] = ..., degraded_services: _Optional[int] = ..., down_services: _Optional[int] = ..., last_check: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replicas: _Optional[int] = ..., self_preservation: _Optional[bool] = ...) -> None: ...
 
 class ListAlertsRequest(_message.Message):
     __slots__ = ("limit", "since")
