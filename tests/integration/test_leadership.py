@@ -100,3 +100,18 @@ async def test_a_released_lease_is_taken_at_once(stores: tuple[FakeClock, list[S
     await a.release()
     assert not a.held
     assert await b.try_acquire() and b.epoch == 2
+
+
+async def test_holding_again_after_a_lapse_starts_a_new_watch(stores: tuple[FakeClock, list[Store]]) -> None:
+    """A leader that could not renew for a whole lease (the store was away) and renews afterwards, nobody
+    else having taken over, keeps its epoch but begins a new watch (its acquired_at moves on)."""
+    clock, (one, *_) = stores
+    leader = Leadership(one, lease_s=4)
+    assert await leader.try_acquire()
+    first = leader.acquired_at
+    clock.advance(1)
+    assert await leader.try_acquire() and leader.acquired_at == first  # an ordinary renewal
+    leader._valid_until = 0.0  # a whole lease without a renewal, as with the store frozen
+    clock.advance(5)
+    assert await leader.try_acquire()
+    assert leader.epoch == 1 and leader.acquired_at is not None and first is not None and leader.acquired_at > first

@@ -65,14 +65,13 @@ class HeartbeatMonitor:
     async def _run(self) -> None:
         """Sweep every ``interval`` while this process leads (the lease is kept by ``Leadership``)."""
         set_current(SYSTEM)  # what the monitor changes, the server changed: events say "muster"
-        watching_epoch: int | None = None
+        watching_since: datetime | None = None
         while True:
             try:
                 if self.leadership.held:
-                    if self.leadership.epoch != watching_epoch:
-                        watching_epoch = self.leadership.epoch
-                        self.watched_since = self.leadership.acquired_at
-                        log.info("monitor.watching", epoch=watching_epoch, grace="one TTL from the takeover")
+                    if self.leadership.acquired_at != watching_since:  # a takeover, or leading again after a lapse
+                        watching_since = self.watched_since = self.leadership.acquired_at
+                        log.info("monitor.watching", epoch=self.leadership.epoch, grace="one TTL from now")
                         if self._on_leader is not None:
                             self._on_leader()
                     await self.sweep()

@@ -69,7 +69,8 @@ class Leadership:
         self.lease_s = lease_s
         self.holder = uuid.uuid4().hex[:12]
         self.epoch: int | None = None
-        # When this process last took the lease (the store's clock): a new leader's watch begins there.
+        # When this process last took the lease, or held it again after a lapse (the store's clock): a new
+        # leader's watch begins there.
         self.acquired_at: datetime | None = None
         self._valid_until = 0.0  # time.monotonic(): past it, this process does not act as leader
         self._on_acquired = on_acquired
@@ -100,6 +101,7 @@ class Leadership:
     async def try_acquire(self) -> bool:
         """Renew the lease if this process holds it, take it if it has expired; True while held."""
         started = time.monotonic()
+        lapsed = not self.held  # it could not renew for a whole lease: nobody was watching meanwhile
         async with self.store.read() as conn:
             row = (await conn.execute(select(table.c.holder, table.c.epoch, table.c.expires_at).where(
                 table.c.name == self.name
@@ -113,10 +115,12 @@ class Leadership:
         if epoch is None:
             self._lost()
             return False
-        if epoch != self.epoch:
+        if epoch != self.epoch or lapsed:
+            # Taken, or held again after a lapse (the store was away for a whole lease): a new watch begins.
+            event = "leader.acquired" if epoch != self.epoch else "leader.resumed"
             self.epoch = epoch
             self.acquired_at = self.store.clock.now()
-            log.info("leader.acquired", lease=self.name, epoch=epoch, holder=self.holder, lease_s=self.lease_s)
+            log.info(event, lease=self.name, epoch=epoch, holder=self.holder, lease_s=self.lease_s)
             if self._on_acquired is not None:
                 self._on_acquired()
         self._valid_until = started + self.lease_s
