@@ -193,3 +193,23 @@ async def test_the_hub_listens_again_after_postgres_dropped_its_connection(runti
 async def _head(read: Any) -> int:
     async with read() as conn:
         return int((await conn.execute(select(func.coalesce(func.max(events.c.revision), 0)))).scalar_one())
+
+
+async def test_a_writer_paused_inside_a_transaction_gives_its_locks_back(store: Any) -> None:
+    """PostgreSQL: a writer session idle inside a transaction (its process paused) is ended after
+    IDLE_IN_TRANSACTION_S, so its row locks stall other writers no longer; readers are not bounded so."""
+    from muster.store.engine import IDLE_IN_TRANSACTION_S
+
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has one writer at a time by design; a paused writer holds the file lock")
+    async with store.read_engine.connect() as reader:
+        assert (await reader.execute(text("SHOW idle_in_transaction_session_timeout"))).scalar_one() == "0"
+    async with store.write_engine.connect() as paused:
+        shown = (await paused.execute(text("SHOW idle_in_transaction_session_timeout"))).scalar_one()
+        assert shown == f"{int(IDLE_IN_TRANSACTION_S)}s"
+        await paused.execute(text("SELECT pg_advisory_xact_lock(4242)"))  # a lock held by the transaction
+        await asyncio.sleep(IDLE_IN_TRANSACTION_S + 0.5)
+        async with store.write_engine.connect() as other:
+            assert (await other.execute(text("SELECT pg_try_advisory_xact_lock(4242)"))).scalar_one()
+        with pytest.raises(Exception):  # noqa: B017 - the server ended the session; the driver's error varies
+            await paused.execute(text("SELECT 1"))

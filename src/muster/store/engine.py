@@ -84,6 +84,10 @@ class PendingEvent:
     actor: str
 
 
+# PostgreSQL ends a writer session of Muster's idle inside a transaction for longer than this (see Store).
+IDLE_IN_TRANSACTION_S = 3.0
+
+
 @dataclass(slots=True)
 class Tx:
     """What a write operation sees: the connection, the transaction's time, an event sink."""
@@ -196,12 +200,19 @@ class Store:
                 "pool_timeout": timeout,
                 "connect_args": {"timeout": timeout, "command_timeout": timeout},
             }
+            # A process paused in the middle of a write (SIGSTOP, a long GC, a frozen VM) would hold its row
+            # locks for as long as it sleeps, stalling every other replica's writes to those rows (heartbeat
+            # flushes included, so a new leader would judge stale beats). The writer never leaves a
+            # transaction idle: PostgreSQL ends a writer session idle in one for longer than this.
+            writer = {**bounded, "connect_args": {**bounded["connect_args"], "server_settings": {
+                "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000)),
+            }}}
             self.read_engine = create_async_engine(
                 url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800, **bounded, **_JSON_CODEC
             )
             # The group-commit writer needs one connection (two while a replay overlaps). No ping
             # per group: a connection the server dropped fails its group, which is replayed once.
-            self.write_engine = create_async_engine(url, pool_size=2, max_overflow=0, **bounded, **_JSON_CODEC)
+            self.write_engine = create_async_engine(url, pool_size=2, max_overflow=0, **writer, **_JSON_CODEC)
 
     # -- set-up -------------------------------------------------------------
 
