@@ -80,6 +80,16 @@ httpx.Client.send = _checked(httpx.Client.send, asynchronous=False)  # type: ign
 httpx.AsyncClient.send = _checked(httpx.AsyncClient.send, asynchronous=True)  # type: ignore[method-assign]
 
 
+def wait_for(probe: Any, timeout: float = 15.0) -> Any:
+    """Poll ``probe`` until it returns something true (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := probe():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s")
+
+
 def _async_url(url: str) -> str:
     return url.replace("postgresql://", "postgresql+asyncpg://", 1)
 

@@ -104,7 +104,7 @@ def alert_faults(
     ``beating_until`` (an ISO time, as alerts' ``ts``): none before that moment."""
     by_service: dict[str, list[str]] = defaultdict(list)
     for alert in sorted(alerts, key=lambda a: a["alert_id"]):
-        if alert["service_id"] in beating and alert["ts"] >= beating_until:
+        if alert["service_id"] in beating and alert.get("ts", "") >= beating_until:
             continue  # it stopped beating: going down is right
         by_service[alert["service_id"]].append(alert["alert_type"])
     faults = []

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, wait_for
 
 LEASE_S = 2.0
 
@@ -22,16 +22,6 @@ def store_url(request: pytest.FixtureRequest) -> str | None:
     if request.param == "sqlite":
         return None
     return str(request.getfixturevalue("pg_server_url"))
-
-
-def _wait(probe: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def _leads(server: ServerProcess) -> bool:
@@ -44,7 +34,7 @@ def test_a_paused_leader_is_replaced_and_fenced(server_factory: Any, tmp_path: P
     shared = tmp_path / "shared"
     flags = ["--leader-lease", str(LEASE_S)]
     first = server_factory(data_dir=shared, database_url=store_url, log_name="first.log", extra_args=flags)
-    _wait(lambda: _leads(first), 10)
+    wait_for(lambda: _leads(first), 10)
     second = server_factory(data_dir=shared, database_url=store_url, log_name="second.log", extra_args=flags)
     assert not _leads(second)
     assert first.process is not None
@@ -54,11 +44,11 @@ def test_a_paused_leader_is_replaced_and_fenced(server_factory: Any, tmp_path: P
         with httpx.Client(base_url=second.http_url, timeout=5) as http:
             silent = {"name": "silent", "type": "tool", "url": "http://silent:1", "heartbeat_interval_s": 1, "ttl_s": 2}
             service_id = http.post("/register", json=silent).json()["service_id"]
-            _wait(lambda: _leads(second), LEASE_S * 1.25 + 3)
+            wait_for(lambda: _leads(second), LEASE_S * 1.25 + 3)
             took_over_s = time.monotonic() - paused_at
             before = http.get("/stats").json()["last_check"]
-            _wait(lambda: http.get("/stats").json()["last_check"] != before, 5)
-            _wait(lambda: [a for a in http.get("/alerts").json()["alerts"] if a["service_id"] == service_id], 15)
+            wait_for(lambda: http.get("/stats").json()["last_check"] != before, 5)
+            wait_for(lambda: [a for a in http.get("/alerts").json()["alerts"] if a["service_id"] == service_id], 15)
     finally:
         os.killpg(first.process.pid, signal.SIGCONT)
     assert took_over_s < LEASE_S * 1.25 + 3  # the bound, with room for a loaded machine

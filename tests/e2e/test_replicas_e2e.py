@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from muster.client import MusterClient
-from tests.conftest import ServerProcess, free_port
+from tests.conftest import ServerProcess, free_port, wait_for
 
 
 def _http_replicas(server: ServerProcess) -> int:
@@ -37,13 +36,6 @@ def _log_events(server: ServerProcess, event: str) -> list[dict[str, Any]]:
         if line.startswith("{") and f'"{event}"' in line:
             found.append(json.loads(line))
     return found
-
-
-def _eventually(probe: Any, expected: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (value := probe()) != expected and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert value == expected
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -68,10 +60,10 @@ def test_a_second_server_on_one_store_is_a_counted_replica(
     shared = _log_events(second, "store.shared")
     assert [(e["replicas"], e["meaning"]) for e in shared] == [(2, "2 replicas share this store and act as one Muster")]
     assert {_http_replicas(first), _grpc_replicas(first), _http_replicas(second), _grpc_replicas(second)} == {2}
-    _eventually(lambda: [e["replicas"] for e in _log_events(first, "store.replicas_changed")], [2])
+    wait_for(lambda: [e["replicas"] for e in _log_events(first, "store.replicas_changed")] == [2])
 
     second.stop(signal.SIGKILL)
-    _eventually(lambda: _http_replicas(first), 1, timeout=10)
+    wait_for(lambda: _http_replicas(first) == 1, timeout=10)
     assert _grpc_replicas(first) == 1
 
 

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 
-
-def _until(probe: Any, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := probe():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s")
+from tests.conftest import wait_for
 
 
 def test_silence_of_most_of_the_fleet_enters_self_preservation(server_factory: Any) -> None:
     """12 services stop beating at once: no service_down, /stats and /metrics say self-preservation, discovery
     still lists all 12; 9 beat again: it is left, and only the 3 still silent are marked down."""
-    server = server_factory()
+    # Sweeps 3 s apart: the fleet's last beats (one quick round, below) all fall silent between two sweeps,
+    # however slowly the registrations before them went on a loaded machine.
+    server = server_factory(monitor_interval=3)
     with httpx.Client(base_url=server.http_url, timeout=5) as http:
         ids = [http.post("/register", json={"name": f"fleet-{i}", "type": "service", "url": f"http://f{i}:1",
                                             "heartbeat_interval_s": 1, "ttl_s": 2}).json()["service_id"]
                for i in range(12)]
-        _until(lambda: http.get("/stats").json()["self_preservation"])  # nobody beats: the cut-off case
+        for sid in ids:
+            assert http.put("/heartbeat", json={"service_id": sid}).status_code == 200
+        # From here nobody beats: the server is cut off from its fleet.
+        wait_for(lambda: http.get("/stats").json()["self_preservation"])
         assert http.get("/alerts").json()["alerts"] == []
         assert 'muster_self_preservation{state="active"} 1.0' in http.get("/metrics").text
         assert len(http.get("/discover", params={"limit": 100}).json()["services"]) == 12
@@ -35,7 +32,7 @@ def test_silence_of_most_of_the_fleet_enters_self_preservation(server_factory: A
                 http.put("/heartbeat", json={"service_id": sid})
             return not http.get("/stats").json()["self_preservation"]
 
-        _until(beat_nine)
-        downs = _until(lambda: {a["service_id"] for a in http.get("/alerts").json()["alerts"]
+        wait_for(beat_nine)
+        downs = wait_for(lambda: {a["service_id"] for a in http.get("/alerts").json()["alerts"]
                                 if a["alert_type"] == "service_down"} or None)
         assert downs <= set(ids[9:])
