@@ -27,6 +27,7 @@ class Op:
     outcome: Outcome = "unknown"
     value: Any = None
     replica: int = -1
+    ttl_s: float | None = None  # a reservation's own TTL, when it differs from the run's
 
 
 @dataclass
@@ -62,7 +63,8 @@ def lease_violations(history: History, ttl_s: float) -> list[str]:
         held = []
         for grant in ops:
             release = releases.get(grant.value)
-            until = min(release.invoked if release is not None else math.inf, grant.invoked + ttl_s)
+            ttl = grant.ttl_s if grant.ttl_s is not None else ttl_s
+            until = min(release.invoked if release is not None else math.inf, grant.invoked + ttl)
             held.append((grant.completed, until, grant))
         held.sort(key=lambda item: item[0])
         for index, (start, _until, grant) in enumerate(held):
@@ -75,13 +77,31 @@ def lease_violations(history: History, ttl_s: float) -> list[str]:
 
 
 def lost_registrations(history: History, readable: dict[int, set[str]]) -> list[str]:
-    """Every acknowledged registration must be readable on every replica afterwards."""
-    lost = []
+    """Every acknowledged registration is readable on every replica afterwards, unless it was deregistered;
+    no acknowledged deregistration comes back on any replica."""
+    gone = {op.key for op in history.of("deregister")}  # whatever the outcome: it may have happened
+    done = {op.key for op in history.of("deregister", "ok")}
+    faults = []
     for op in history.of("register", "ok"):
         for replica, ids in readable.items():
-            if op.value not in ids:
-                lost.append(f"service {op.value} (registered on replica {op.replica}) not readable on {replica}")
-    return lost
+            if op.value not in ids and op.value not in gone:
+                faults.append(f"service {op.value} (registered on replica {op.replica}) not readable on {replica}")
+            if op.value in done and op.value in ids:
+                faults.append(f"service {op.value} came back on replica {replica} after its deregistration")
+    return faults
+
+
+def stale_claims(history: History) -> list[str]:
+    """A claim never succeeds on a lease that a later grant of the same symbol superseded before the
+    claim was invoked (the later grant was acknowledged first)."""
+    grants = history.of("reserve", "ok")
+    faults = []
+    for claim in history.of("claim", "ok"):
+        symbol, lease_id = claim.key, int(claim.value)
+        for grant in grants:
+            if grant.key == symbol and grant.value > lease_id and grant.completed < claim.invoked:
+                faults.append(f"{symbol}: lease {lease_id} claimed after lease {grant.value} superseded it")
+    return faults
 
 
 def stream_faults(streams: dict[int, Sequence[int]]) -> list[str]:

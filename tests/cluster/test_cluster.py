@@ -34,6 +34,7 @@ from tests.cluster.history import (
     lease_violations,
     lost_registrations,
     percentile,
+    stale_claims,
     stream_faults,
 )
 from tests.conftest import ServerProcess
@@ -101,6 +102,7 @@ async def _call(cluster: Cluster, history: History, kind: str, key: str, method:
                 body: dict[str, Any], ok: Any) -> Any:
     replica = random.choice(cluster.live())
     op = history.begin(kind, key, time.monotonic(), replica)
+    op.ttl_s = body.get("ttl_sec")
     try:
         reply = await cluster.clients[replica].request(method, path, json=body)
     except httpx.HTTPError:
@@ -125,7 +127,48 @@ async def _registrations(cluster: Cluster, history: History, acked: dict[str, fl
                                  lambda data: data["service_id"])
         if service_id is not None and WATCHER not in cluster.down:  # latency to a watcher that is up
             acked[service_id] = time.monotonic()
+        if service_id is not None and n % 10 == 0:  # one in ten is deregistered again
+            await _call(cluster, history, "deregister", service_id, "POST", "/deregister",
+                        {"service_id": service_id}, lambda _data: True)
         await asyncio.sleep(0.02)
+
+
+async def _visibility(cluster: Cluster, visible_ms: list[float], stop: asyncio.Event) -> None:
+    """Register on one replica, then time until another replica answers GET /services/<id>."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        writer, reader = random.sample(cluster.live(), 2) if len(cluster.live()) > 1 else (0, 0)
+        with contextlib.suppress(httpx.HTTPError, KeyError):
+            body = {"name": f"seen-{n}", "type": "service", "url": f"http://seen-{n}:1", "heartbeat_interval_s": 1800,
+                    "ttl_s": 3600}
+            reply = await cluster.clients[writer].post("/register", json=body)
+            acked = time.monotonic()
+            service_id = reply.json()["service_id"]
+            for _ in range(100):
+                if (await cluster.clients[reader].get(f"/services/{service_id}")).status_code == 200:
+                    visible_ms.append((time.monotonic() - acked) * 1000)
+                    break
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)
+
+
+async def _stale_claims(cluster: Cluster, history: History, stop: asyncio.Event) -> None:
+    """A holder whose 1 s reservation lapses while another agent re-reserves the symbol, then claims."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        symbol = f"late.claim{n}"
+        body = {"repo": "late", "branch": "main", "fq_name": symbol, "kind": "function", "ttl_sec": 1}
+        first = await _call(cluster, history, "reserve", symbol, "POST", "/reserve", body, lambda d: d["lease_id"])
+        if first is None:
+            continue
+        await asyncio.sleep(1.2)  # paused past its expiry
+        await _call(cluster, history, "reserve", symbol, "POST", "/reserve", {**body, "ttl_sec": 60},
+                    lambda d: d["lease_id"])
+        await _call(cluster, history, "claim", symbol, "POST", "/claim",
+                    {"lease_id": first, "commit_sha": "9fceb02d0ae598e95dc970b74767f19372d61af8"},
+                    lambda _d, first=first: first)
 
 
 async def _leases(cluster: Cluster, history: History, stop: asyncio.Event) -> None:
@@ -223,6 +266,9 @@ async def test_three_replicas_under_pause_kill_and_restart(server_factory: Any, 
                   ["service_id"] for i in range(5)]
         tasks.append(asyncio.create_task(_registrations(cluster, history, acked, stop)))
         tasks += [asyncio.create_task(_leases(cluster, history, stop)) for _ in range(6)]
+        visible_ms: list[float] = []
+        tasks.append(asyncio.create_task(_visibility(cluster, visible_ms, stop)))
+        tasks.append(asyncio.create_task(_stale_claims(cluster, history, stop)))
 
         pauses: list[float] = []
         kills: list[float] = []
@@ -297,6 +343,7 @@ async def test_three_replicas_under_pause_kill_and_restart(server_factory: Any, 
     faults = {
         "lease_violations": lease_violations(history, LEASE_TTL_S),
         "lost_registrations": lost_registrations(history, readable),
+        "stale_claims": stale_claims(history),
         "stream_faults": stream_faults(streams),
         "alert_faults": alert_faults(alerts, silent=set(silent), beating=kept_beating, beating_until=beating_until),
     }
@@ -309,6 +356,10 @@ async def test_three_replicas_under_pause_kill_and_restart(server_factory: Any, 
         "watch_latency_ms_p50": round(percentile(latencies, 0.5), 1),
         "watch_latency_ms_p99": round(percentile(latencies, 0.99), 1),
         "watch_samples": len(latencies),
+        "visibility_on_another_replica_ms_p50": round(percentile(visible_ms, 0.5), 1),
+        "visibility_on_another_replica_ms_p99": round(percentile(visible_ms, 0.99), 1),
+        "visibility_samples": len(visible_ms),
+        "claims_refused_as_stale": sum(op.outcome == "fail" for op in history.of("claim")),
         "services_kept_beating": f"{len(kept_beating)} of {len(beating)}",
         "longest_beat_gap_s": round(max(gaps.values()), 2),
         **{name: len(found) for name, found in faults.items()},

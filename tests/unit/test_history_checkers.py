@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from tests.cluster.history import History, alert_faults, lease_violations, lost_registrations, stream_faults
+from tests.cluster.history import (
+    History,
+    alert_faults,
+    lease_violations,
+    lost_registrations,
+    stale_claims,
+    stream_faults,
+)
 
 
 def _grant(history: History, symbol: str, lease_id: int, invoked: float, completed: float) -> None:
@@ -24,6 +31,17 @@ def test_overlapping_grants_are_convicted_and_sequential_ones_are_not() -> None:
         _grant(history, "s", 2, second_at - 0.1, second_at)
     assert lease_violations(fine, ttl_s=60) == []
     assert len(lease_violations(broken, ttl_s=60)) == 1
+
+
+def test_each_grant_holds_for_its_own_ttl() -> None:
+    """A 1 s reservation re-granted 1.2 s later is no violation, whatever the run's usual TTL."""
+    history = History()
+    _grant(history, "s", 1, 0.0, 0.1)
+    history.ops[-1].ttl_s = 1
+    _grant(history, "s", 2, 1.2, 1.3)
+    assert lease_violations(history, ttl_s=60) == []
+    history.ops[0].ttl_s = None
+    assert lease_violations(history, ttl_s=60) == ["s: lease 2 granted while lease 1 was held"]
 
 
 def test_an_expired_lease_may_be_granted_again_but_not_with_a_lower_id() -> None:
@@ -53,3 +71,23 @@ def test_streams_registrations_and_alerts() -> None:
     stopped = [{"alert_id": 4, "service_id": "c", "alert_type": "service_down", "ts": "2026-12-03T10:00:02.000Z"}]
     assert alert_faults(stopped, silent=set(), beating={"c"}, beating_until="2026-12-03T10:00:00.000Z") == []
     assert len(alert_faults(stopped, silent=set(), beating={"c"}, beating_until="2026-12-03T10:00:03.000Z")) == 1
+
+
+def test_a_claim_after_a_superseding_grant_and_a_deregistration_that_comes_back_are_convicted() -> None:
+    """Claiming lease 1 after lease 2 of the symbol was acknowledged is stale; a deregistered id listed again
+    came back; a deregistered id no longer listed is fine."""
+    history = History()
+    _grant(history, "s", 1, 0.0, 0.1)
+    _grant(history, "s", 2, 1.2, 1.3)
+    claim = history.begin("claim", "s", 1.4, 0)
+    claim.completed, claim.outcome, claim.value = 1.5, "ok", 1
+    assert stale_claims(history) == ["s: lease 1 claimed after lease 2 superseded it"]
+    claim.outcome = "fail"
+    assert stale_claims(history) == []
+    registered = history.begin("register", "n", 0.0, 0)
+    registered.outcome, registered.value = "ok", "id-1"
+    deregistered = history.begin("deregister", "id-1", 0.5, 1)
+    deregistered.outcome = "ok"
+    assert lost_registrations(history, {0: set(), 1: set()}) == []
+    came_back = "service id-1 came back on replica 0 after its deregistration"
+    assert lost_registrations(history, {0: {"id-1"}}) == [came_back]
