@@ -3,7 +3,7 @@ a follower, restarts, the database frozen behind a TCP proxy for longer than a l
 clients spread over all of them; the recorded history is judged afterwards.
 
 What runs during the faults: registrations (long TTL) on every replica, contended reserve/release of three
-symbols, fifty services beating every 0.3 s (interval 1 s, TTL 2 s) through whichever replica answers, five
+symbols, ten services (MUSTER_CLUSTER_BEATERS) beating every 0.3 s (interval 1 s, TTL 2 s) through whichever replica answers, five
 services registered silent, and a watcher on one replica timing writes acknowledged by the others.
 The figures are printed as one JSON line (docs/reliability.md records them); every checker must find 0.
 """
@@ -47,7 +47,8 @@ LEASE_S = 2.0
 LEASE_TTL_S = 3
 FREEZE_S = 3.0
 BEAT_TTL_S = 2
-BEATERS = 50  # services beating every 0.3 s through the faults, as many as the issue asks of a run
+# Services beating every 0.3 s through the faults: 10 in CI; MUSTER_CLUSTER_BEATERS=50 is the issue's scale.
+BEATERS = int(os.environ.get("MUSTER_CLUSTER_BEATERS", "10"))
 WATCHER = 2  # the replica whose watch stream times writes made through the others
 SYMBOLS = ("checkout.pay", "checkout.refund", "ledger.post")
 FLAGS = ["--monitor-interval", "0.5", "--leader-lease", str(LEASE_S)]
