@@ -3,7 +3,8 @@ a follower, restarts, the database frozen behind a TCP proxy for longer than a l
 clients spread over all of them; the recorded history is judged afterwards.
 
 What runs during the faults: registrations (long TTL) on every replica, contended reserve/release of three
-symbols, ten services (MUSTER_CLUSTER_BEATERS) beating every 0.3 s (interval 1 s, TTL 2 s) through whichever replica answers, five
+symbols, ten services (MUSTER_CLUSTER_BEATERS) beating every 0.3 s (interval 1 s, TTL 2 s) through any
+replica that answers, five
 services registered silent, and a watcher on one replica timing writes acknowledged by the others.
 The figures are printed as one JSON line (docs/reliability.md records them); every checker must find 0.
 """
