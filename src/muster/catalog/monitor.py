@@ -12,7 +12,6 @@ sink follows those events.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime
 
 import structlog
@@ -42,14 +41,12 @@ class HeartbeatMonitor:
         *,
         interval: float,
         alerts_retained: int = 10_000,
-        on_leader: Callable[[], None] | None = None,
         preservation: SelfPreservation | None = None,
     ) -> None:
         self.catalog = catalog
         self.leadership = leadership
         self.interval = interval
         self.alerts_retained = alerts_retained
-        self._on_leader = on_leader
         self.preservation = preservation
         self._task: asyncio.Task[None] | None = None
         # When this process began watching as the leader: silence before it is not counted.
@@ -72,8 +69,6 @@ class HeartbeatMonitor:
                     if self.leadership.acquired_at != watching_since:  # a takeover, or leading again after a lapse
                         watching_since = self.watched_since = self.leadership.acquired_at
                         log.info("monitor.watching", epoch=self.leadership.epoch, grace="one TTL from now")
-                        if self._on_leader is not None:
-                            self._on_leader()
                     await self.sweep()
             except LeadershipLost as exc:
                 MONITOR_SWEEPS.labels(outcome="fenced").inc()

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,7 +61,6 @@ class Leadership:
         *,
         name: str = "monitor",
         lease_s: float = DEFAULT_LEASE_S,
-        on_acquired: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.name = name
@@ -73,7 +71,6 @@ class Leadership:
         # leader's watch begins there.
         self.acquired_at: datetime | None = None
         self._valid_until = 0.0  # time.monotonic(): past it, this process does not act as leader
-        self._on_acquired = on_acquired
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -121,8 +118,6 @@ class Leadership:
             self.epoch = epoch
             self.acquired_at = self.store.clock.now()
             log.info(event, lease=self.name, epoch=epoch, holder=self.holder, lease_s=self.lease_s)
-            if self._on_acquired is not None:
-                self._on_acquired()
         self._valid_until = started + self.lease_s
         return True
 
