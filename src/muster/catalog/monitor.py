@@ -7,12 +7,22 @@ time, and applies each verdict in the store under a guard: a service whose
 last beat changed since it was read is left alone (it beat in the meantime).
 Each action writes an alert row and a ``catalog.alert`` event; the JSONL file
 sink follows those events.
+
+Silence is judged at the flush horizon, not at the clock: a beat is acknowledged
+when the process that took it has it in memory, and reaches the store at that
+process's next flush. Every process that takes beats records how far it has
+flushed (``beat_flushes``); a sweep judges at the lowest of those marks (never
+later than now), so a replica whose flushes lag (a starved machine, a stalled
+transaction) delays a verdict instead of causing a false down. A process that
+has not flushed for one leader lease (killed, paused, cut off) no longer holds
+the horizon back: the beats it acknowledged and never wrote are lost with it,
+and a graceful stop removes its mark.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -31,6 +41,8 @@ from muster.store.leader import Leadership, LeadershipLost
 __all__ = ["HeartbeatMonitor"]
 
 log = structlog.get_logger("muster.monitor")
+
+FLUSH_MARKS_KEPT = timedelta(hours=1)  # a process's mark outlives it this long, then a sweep removes it
 
 
 class HeartbeatMonitor:
@@ -83,18 +95,19 @@ class HeartbeatMonitor:
         catalog = self.catalog
         await catalog.flush()
         now = catalog.clock.now()
+        at = await self.horizon(now)  # silence is judged up to where every live process has flushed
         # Candidates come from memory (this process's index: every service, with
         # beats flushed by other processes up to a second old). Only they are
         # read back and judged again from the store, which is the truth and the
         # guard of every update below: a service whose newer beat this process
         # has not seen yet is left alone there.
         since, rules = self.watched_since, catalog.thresholds
-        suspects = [r.service_id for r in catalog.index.by_id.values() if verdicts(r, now, rules, watched_since=since)]
+        suspects = [r.service_id for r in catalog.index.by_id.values() if verdicts(r, at, rules, watched_since=since)]
         records: list[ServiceRecord] = []
         if suspects:
             async with catalog.store.read() as conn:
                 records = await q.get_services(conn, suspects)
-        due = [(r, v) for r in records for v in verdicts(r, now, rules, watched_since=since)]
+        due = [(r, v) for r in records for v in verdicts(r, at, rules, watched_since=since)]
         assessment = self._assess(now, records, due)
         if assessment is not None and assessment.protect:
             due = []  # more of the fleet silent at once than is believable: evict nobody
@@ -113,6 +126,7 @@ class HeartbeatMonitor:
                 if await self._apply(tx, record, verdict, impacts.get(record.service_id)):
                     acted.append((record, verdict))
             await q.put_state(tx.conn, "last_check", isoformat(tx.now), tx.insert)
+            await q.prune_flush_marks(tx.conn, before=tx.now - FLUSH_MARKS_KEPT)
             if acted:
                 await q.prune_alerts(tx.conn, self.alerts_retained)
             return acted
@@ -126,6 +140,13 @@ class HeartbeatMonitor:
         MONITOR_SWEEPS.labels(outcome="ok").inc()
         self._log(acted)
         return acted
+
+    async def horizon(self, now: datetime) -> datetime:
+        """The time up to which every process still flushing has written the beats it acknowledged."""
+        active_since = now - timedelta(seconds=self.leadership.lease_s)
+        async with self.catalog.store.read() as conn:
+            horizon = await q.flush_horizon(conn, active_since=active_since)
+        return now if horizon is None else min(now, horizon)
 
     def _assess(
         self, now: datetime, records: list[ServiceRecord], due: list[tuple[ServiceRecord, Verdict]]

@@ -1,4 +1,4 @@
-"""Catalog tables: registered service instances, heartbeat alerts, monitor state."""
+"""Catalog tables: registered service instances, heartbeat alerts, monitor state, flush marks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from sqlalchemy import CheckConstraint, Column, Float, Index, Integer, Table, Te
 
 from muster.store.schema import BigId, JSONType, UTCDateTime, metadata
 
-__all__ = ["alerts", "monitor_state", "services"]
+__all__ = ["alerts", "beat_flushes", "monitor_state", "services"]
 
 services = Table(
     "services",
@@ -80,4 +80,15 @@ monitor_state = Table(
     metadata,
     Column("key", Text, primary_key=True),
     Column("value", JSONType, nullable=False),
+)
+
+# How far each process that takes heartbeats has flushed them: every beat it acknowledged before
+# ``flushed_through`` is in ``services``. The monitor judges silence only up to the lowest mark of the
+# processes still flushing (muster.catalog.monitor), so a process whose flushes lag causes no false down.
+beat_flushes = Table(
+    "beat_flushes",
+    metadata,
+    Column("writer", Text, primary_key=True),
+    Column("flushed_through", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -119,6 +120,7 @@ class CatalogService:
         self.flush_interval = flush_interval
         self.impact_provider: ImpactProvider | None = None
         self._pending_beats: dict[str, dict[str, Any]] = {}
+        self.writer_id = uuid.uuid4().hex[:12]  # this process's flush mark (beat_flushes)
         self._status_in_flight: dict[str, list[str]] = {}  # service -> statuses being written, oldest first
         self._refreshed_at: datetime | None = None
         self._task: asyncio.Task[None] | None = None
@@ -143,6 +145,11 @@ class CatalogService:
             await cancel_and_wait(self._task)
         with contextlib.suppress(Exception):
             await self.flush()
+
+            async def retire(tx: Tx) -> None:  # nothing is left unflushed: hold nobody's judgement back
+                await q.delete_flush_mark(tx.conn, self.writer_id)
+
+            await self.store.write(retire)
 
     def _apply(self, event: Any) -> None:
         if event.kind == "catalog.self_preservation":
@@ -334,13 +341,16 @@ class CatalogService:
     # -- heartbeat soft state -------------------------------------------------------
 
     async def flush(self) -> int:
-        """Write buffered heartbeats (the latest per service) in one transaction."""
-        if not self._pending_beats:
-            return 0
+        """Write buffered heartbeats (the latest per service) in one transaction, with this process's
+        flush mark: every beat it acknowledged before the flush began is in the store (see
+        ``HeartbeatMonitor``). The mark is written even with no beats, so an idle process holds
+        nobody's judgement back."""
+        through = self.clock.now()
         beats, self._pending_beats = list(self._pending_beats.values()), {}
 
         async def op(tx: Tx) -> None:
             await q.flush_beats(tx.conn, beats)
+            await q.mark_flushed(tx, self.writer_id, through)
 
         try:
             await self.store.write(op)

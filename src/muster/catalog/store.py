@@ -10,12 +10,14 @@ from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from muster.catalog.model import AlertRecord, ServiceRecord
-from muster.catalog.schema import alerts, monitor_state, services
+from muster.catalog.schema import alerts, beat_flushes, monitor_state, services
 from muster.store.engine import Tx, sqlite_timestamp
 
 __all__ = [
+    "delete_flush_mark",
     "delete_service",
     "flush_beats",
+    "flush_horizon",
     "get_instance",
     "get_service",
     "get_services",
@@ -25,6 +27,8 @@ __all__ = [
     "insert_service",
     "list_alerts",
     "load_services",
+    "mark_flushed",
+    "prune_flush_marks",
     "put_state",
     "set_role",
     "set_status",
@@ -249,6 +253,31 @@ async def flush_beats(conn: AsyncConnection, beats: list[dict[str, Any]]) -> Non
         await conn.exec_driver_sql(_FLUSH_SQLITE, rows)
     else:
         await conn.execute(_FLUSH, beats)
+
+
+async def mark_flushed(tx: Tx, writer: str, through: datetime) -> None:
+    """Record that ``writer`` has written every beat it took before ``through`` (in this transaction)."""
+    statement = tx.insert(beat_flushes).values(writer=writer, flushed_through=through, updated_at=tx.now)
+    await tx.conn.execute(statement.on_conflict_do_update(
+        index_elements=["writer"], set_={"flushed_through": through, "updated_at": tx.now},
+    ))
+
+
+async def flush_horizon(conn: AsyncConnection, *, active_since: datetime) -> datetime | None:
+    """The lowest flush mark among writers that flushed after ``active_since``: every beat any of them
+    acknowledged before it is in the store. ``None`` when none did. Marks of writers silent for long
+    (gone, or paused) are ignored, and those older still are removed by the monitor."""
+    query = select(func.min(beat_flushes.c.flushed_through)).where(beat_flushes.c.updated_at > active_since)
+    value = (await conn.execute(query)).scalar_one_or_none()
+    return value if isinstance(value, datetime) else None
+
+
+async def delete_flush_mark(conn: AsyncConnection, writer: str) -> None:
+    await conn.execute(delete(beat_flushes).where(beat_flushes.c.writer == writer))
+
+
+async def prune_flush_marks(conn: AsyncConnection, *, before: datetime) -> None:
+    await conn.execute(delete(beat_flushes).where(beat_flushes.c.updated_at < before))
 
 
 async def soft_state_since(conn: AsyncConnection, watermark: datetime) -> list[Row[Any]]:

@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from muster.catalog.model import DeregisterInput, DiscoverQuery, HeartbeatInput, PromoteInput, RegisterInput
 from muster.catalog.monitor import HeartbeatMonitor
 from muster.catalog.preservation import SelfPreservation
-from muster.catalog.schema import services
+from muster.catalog.schema import beat_flushes, services
+from muster.catalog.service import CatalogService
 from muster.clock import FakeClock
 from muster.errors import Invalid, NotFound
 from muster.events.hub import WatchFilter
@@ -189,6 +190,32 @@ async def test_monitor_leaves_a_service_that_beat_meanwhile(clocked: tuple[Any, 
     clock.advance(125)
     await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
     assert await monitor.sweep() == []  # the sweep flushes first, so it sees the beat
+
+
+async def test_a_process_whose_flushes_lag_delays_the_verdict_instead_of_a_false_down(
+    clocked: tuple[Any, FakeClock],
+) -> None:
+    """A beat another process acknowledged but has not flushed yet holds the monitor back (its flush mark),
+    until that process has been silent for a leader lease; a graceful close removes its mark."""
+    runtime, clock = clocked
+    monitor = HeartbeatMonitor(runtime.catalog, await leading(runtime.store), interval=3600)
+    sid = (await runtime.catalog.register(_reg(heartbeat_interval_s=1, ttl_s=2))).service_id
+    other = CatalogService(runtime.store, runtime.hub, clock)  # a second door process, flushing by hand
+    await other.load()
+    await other.flush()
+    clock.advance(1.5)
+    await other.heartbeat(parse(HeartbeatInput, {"service_id": sid}))  # acknowledged, still in memory
+    clock.advance(1.5)
+    assert await monitor.horizon(clock.now()) < clock.now()
+    assert await monitor.sweep() == []  # 3 s since the store last heard of it, but a flush is owed
+    await other.flush()
+    assert await monitor.sweep() == []  # the beat landed: 1.5 s old
+    clock.advance(monitor.leadership.lease_s + 1)  # the other process falls silent, as a paused one does
+    assert [v.action for _, v in await monitor.sweep()] == ["marked_down", "deregistered"]  # past the TTL too
+    await other.close()
+    async with runtime.store.read() as conn:
+        writers = set((await conn.execute(select(beat_flushes.c.writer))).scalars())
+    assert other.writer_id not in writers and runtime.catalog.writer_id in writers
 
 
 async def test_concurrent_registrations_never_fail(runtime: Any) -> None:
