@@ -18,6 +18,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from muster.errors import Invalid, MusterError
@@ -214,6 +215,14 @@ def _http_error(request: Request, exc: Exception) -> Response:
     return JSON({"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers)
 
 
+def _client_gone(request: Request, _exc: Exception) -> Response:
+    """The client closed the connection before its body arrived (it timed out, or went away): nothing to
+    answer and nothing wrong here, so no error is logged; the reply goes nowhere."""
+    log.info("http.client_gone", method=request.method, path=request.url.path)
+    error = Invalid("body", "the client closed the connection before the request body arrived")
+    return JSON(error.to_dict(), status_code=error.http_status)
+
+
 def _unexpected(_request: Request, exc: Exception) -> Response:
     log.error("http.unhandled", error=repr(exc), exc_info=exc)
     return JSON({"error": "internal", "message": "internal error (a bug: please report it)"}, status_code=500)
@@ -248,6 +257,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_exception_handler(MusterError, _muster_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
     from muster.http.docs_pages import router as docs_router
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,24 @@ __all__ = ["PendingEvent", "Store", "Tx"]
 
 T = TypeVar("T")
 log = structlog.get_logger("muster.store")
+
+
+class _FailureLog:
+    """Failed group commits, logged at most once a second: an outage of the database fails every write
+    queued behind it, and one line per second (with the count) says as much as hundreds."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        self.every_s = every_s
+        self._last = float("-inf")
+        self._unlogged = 0
+
+    def record(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            self._unlogged += 1
+            return
+        log.error("store.commit_failed", error=repr(exc), also_failed_since_last=self._unlogged)
+        self._last, self._unlogged = now, 0
 
 # Any constant works; it only has to be the same for every Muster process.
 _EVENT_APPEND_LOCK = 0x6D75737465720001
@@ -190,6 +209,7 @@ class Store:
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         self._groups_in_flight = 0
+        self._failures = _FailureLog()
         self._in_group: set[asyncio.Future[Any]] = set()  # writes the writer has taken up
         if self.dialect == "sqlite":
             self._prepare_sqlite_path()
@@ -389,7 +409,7 @@ class Store:
                 for item in batch:
                     outcomes.extend(await self._run_alone(item, committed))
         except Exception as exc:
-            log.error("store.commit_failed", error=repr(exc))
+            self._failures.record(exc)
             failure = Unavailable(f"store write failed: {exc.__class__.__name__}")
             for _op, future, _actor in batch:
                 if not future.done():

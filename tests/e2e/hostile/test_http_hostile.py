@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,3 +183,27 @@ def test_surrounding_whitespace_is_refused_not_trimmed(
     answer = httpx.post(shared_server.http_url + path, json=body)
     assert 422 == answer.status_code, answer.text
     assert field == answer.json()["field"]
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(shared_server: ServerProcess) -> None:
+    """A client that closes its connection halfway through a request body costs no 500, no error line and
+    no traceback in the log: it is logged as gone, at info."""
+    import socket
+    import time
+
+    assert shared_server.log_path is not None
+    before = len(shared_server.log_path.read_text(errors="replace"))
+    for path in ("/reserve", "/register"):
+        with socket.create_connection(("127.0.0.1", shared_server.http_port)) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 200\r\n\r\n{\"repo\": ".encode())
+            time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        written = shared_server.log_path.read_text(errors="replace")[before:]
+        if written.count('"event":"http.request"') >= 2:
+            break
+        time.sleep(0.05)
+    statuses = [json.loads(line)["status"] for line in written.splitlines() if '"event":"http.request"' in line]
+    assert len(statuses) == 2 and all(400 <= status < 500 for status in statuses), written[-2000:]
+    assert "Traceback" not in written and '"level":"error"' not in written
