@@ -1,6 +1,8 @@
 """Three replicas on one PostgreSQL under faults (SIGSTOP of the leader, kill -9 of the leader, SIGTERM of
-a follower, restarts, the database frozen behind a TCP proxy for longer than a lease and a TTL), with
-clients spread over all of them; the recorded history is judged afterwards.
+a follower, restarts, the database frozen behind a TCP proxy for longer than a lease and a TTL, the
+database crashed and restarted), with clients spread over all of them; the recorded history is judged
+afterwards. The database is a PostgreSQL server of the test's own (tests/pg_instance.py), so crashing it
+touches nothing else.
 
 What runs during the faults: registrations (long TTL) on every replica, contended reserve/release of three
 symbols, ten services (MUSTER_CLUSTER_BEATERS) beating every 0.3 s (interval 1 s, TTL 2 s) through any
@@ -40,6 +42,7 @@ from tests.cluster.history import (
 )
 from tests.conftest import ServerProcess
 from tests.faults import FreezingProxy
+from tests.pg_instance import PrivatePostgres, postgres_binaries
 
 pytestmark = pytest.mark.postgres
 
@@ -47,6 +50,7 @@ REPLICAS = 3
 LEASE_S = 2.0
 LEASE_TTL_S = 3
 FREEZE_S = 3.0
+DOWN_S = 1.0  # how long the crashed database stays down before it starts again (and recovers)
 BEAT_TTL_S = 2
 # Services beating every 0.3 s through the faults: 10 in CI; MUSTER_CLUSTER_BEATERS=50 is the issue's scale.
 BEATERS = int(os.environ.get("MUSTER_CLUSTER_BEATERS", "10"))
@@ -226,16 +230,33 @@ async def _replay(server: ServerProcess) -> list[int]:
     return revisions
 
 
+def _log_lines(server: ServerProcess) -> list[str]:
+    assert server.log_path is not None
+    return server.log_path.read_text(errors="replace").splitlines()
+
+
 async def _restart(server: ServerProcess) -> None:
     await asyncio.to_thread(server.start, monitor_interval=0.5)
 
 
+@pytest.fixture
+def private_postgres() -> Any:
+    """A PostgreSQL server of this test's own, which it may crash."""
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+    pg = PrivatePostgres().create()
+    yield pg
+    pg.destroy()
+
+
 async def test_three_replicas_under_pause_kill_and_restart(server_factory: Any, tmp_path: Path,
-                                                           pg_server_url: str) -> None:
-    """Under SIGSTOP and kill -9 of the leader, SIGTERM of a follower and a frozen database: no lease violation, no lost
-    registration, identical gap-free streams, exactly one down and one deregistration per silent service,
-    no false down for a service that kept beating, and each takeover within 1.25 leases plus a margin."""
-    upstream = urlsplit(pg_server_url)
+                                                           private_postgres: PrivatePostgres) -> None:
+    """Under SIGSTOP and kill -9 of the leader, SIGTERM of a follower, a frozen database and a crashed one: no lease
+    violation, no lost registration, identical gap-free streams, exactly one down and one deregistration per
+    silent service, no false down for a service that kept beating, and each takeover within 1.25 leases plus
+    a margin."""
+    pg = private_postgres
+    upstream = urlsplit(pg.url)
     proxy = FreezingProxy(upstream.port or 5432)  # every replica reaches PostgreSQL through it
     await proxy.start()
     proxied = upstream._replace(netloc=f"{upstream.username}@127.0.0.1:{proxy.port}").geturl()
@@ -244,7 +265,7 @@ async def test_three_replicas_under_pause_kill_and_restart(server_factory: Any, 
                                 extra_args=FLAGS, monitor_interval=0.5)
         for i in range(REPLICAS)
     ]
-    cluster = Cluster(servers, pg_server_url)
+    cluster = Cluster(servers, pg.url)
     history, acked, seen = History(), {}, {}
     stop = asyncio.Event()
     figures: dict[str, Any] = {}
@@ -314,6 +335,13 @@ async def test_three_replicas_under_pause_kill_and_restart(server_factory: Any, 
             await asyncio.sleep(FREEZE_S)
             proxy.thaw()
             mark(f"{round_}: database thawed")
+
+            await asyncio.sleep(2)
+            mark(f"{round_}: database crashed")
+            await asyncio.to_thread(pg.crash)  # every backend dies at once; committed work must survive
+            await asyncio.sleep(DOWN_S)
+            await asyncio.to_thread(pg.start)  # crash recovery replays the WAL
+            mark(f"{round_}: database restarted")
         figures["rounds"] = ROUNDS
         figures["takeover_after_pause_s_max"] = round(max(pauses), 2)
         figures["takeover_after_kill_s_max"] = round(max(kills), 2)
@@ -349,6 +377,10 @@ async def test_three_replicas_under_pause_kill_and_restart(server_factory: Any, 
         "stale_claims": stale_claims(history),
         "stream_faults": stream_faults(streams),
         "alert_faults": alert_faults(alerts, silent=set(silent), beating=kept_beating, beating_until=beating_until),
+        # Through every fault a replica answers in Muster's terms (503 while its store is away), never a 500,
+        # and logs no traceback.
+        "server_errors": [line[:300] for server in servers for line in _log_lines(server)
+                          if "Traceback" in line or '"status":500' in line],
     }
     figures |= {
         "operations": len(history.ops),
