@@ -87,3 +87,39 @@ async def test_close_stops_the_hub_even_when_a_wake_up_lands_with_the_cancellati
         assert not deadline.expired(), "close() waited for a hub that kept running"
     finally:
         await store.close()
+
+
+async def test_a_watcher_that_fell_behind_takes_what_is_queued_in_one_batch(db_url: str) -> None:
+    """Events queued while a watcher was busy come to it as one list, in revision order, none twice; the
+    replay after ``since`` comes in pages of at most ``most``."""
+    from muster.events.hub import WatchFilter
+
+    store = Store(db_url)
+    hub = EventHub(store, poll_interval=0.01)
+    await hub.start()
+
+    async def emit(tx: Tx) -> None:
+        tx.emit("test.burst", "burst", {})
+
+    try:
+        await store.write(emit)
+        await hub.advance_to(await hub.head())
+        batches = hub.watch_batches(None, WatchFilter.requested("test.", ""), most=256)
+        first = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0.05)  # the subscription is in place
+        await store.write(emit)
+        assert len(await asyncio.wait_for(first, 10)) == 1
+        for _ in range(40):  # the watcher is not reading: these queue up
+            await store.write(emit)
+        await hub.advance_to(await hub.head())
+        burst = await asyncio.wait_for(anext(batches), 10)
+        revisions = [event.revision for event in burst]
+        assert len(revisions) == 40 and revisions == sorted(set(revisions))
+        await batches.aclose()
+        replay = hub.watch_batches(0, WatchFilter.requested("test.", ""), most=16)
+        pages = [await asyncio.wait_for(anext(replay), 10) for _ in range(3)]
+        assert [len(page) for page in pages] == [16, 16, 10]
+        await replay.aclose()
+    finally:
+        await hub.close()
+        await store.close()

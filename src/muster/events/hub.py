@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -370,21 +370,41 @@ class EventHub:
 
     async def watch(self, since: int | None, watch_filter: WatchFilter) -> AsyncIterator[Event]:
         """Replay after ``since`` (``None``: from now), then follow live events."""
+        async with contextlib.aclosing(self.watch_batches(since, watch_filter)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+
+    async def watch_batches(
+        self, since: int | None, watch_filter: WatchFilter, *, most: int = 256
+    ) -> AsyncGenerator[list[Event], None]:
+        """As ``watch``, in lists of at most ``most``: whatever is already queued for this watcher is
+        taken at once, so a burst of writes costs a watcher one write to its connection, not one each."""
         sub = _Subscription(watch_filter, self._watch_queue_size)
         self._subscriptions.add(sub)
         try:
             registered_at = self.position
             if since is not None and since < registered_at:
+                page: list[Event] = []
                 async for event in self.history(since, registered_at, watch_filter):
-                    yield event
+                    page.append(event)
+                    if len(page) >= most:
+                        yield page
+                        page = []
+                if page:
+                    yield page
             while True:
                 if sub.overflowed_at is not None and sub.queue.empty():
                     raise ResourceExhausted(
                         f"watcher fell more than {self._watch_queue_size} events behind; "
                         f"resume with since={sub.overflowed_at - 1}"
                     )
-                event = await sub.queue.get()
-                if since is None or event.revision > since:  # a resume point ahead of this replica's log
-                    yield event
+                batch = [await sub.queue.get()]
+                while len(batch) < most and not sub.queue.empty():
+                    batch.append(sub.queue.get_nowait())
+                if since is not None:  # a resume point ahead of this replica's log
+                    batch = [event for event in batch if event.revision > since]
+                if batch:
+                    yield batch
         finally:
             self._subscriptions.discard(sub)

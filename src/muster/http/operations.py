@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from muster.errors import MusterError
-from muster.events.hub import MAX_KIND_PREFIX, MAX_SUBJECT_PREFIX, WatchFilter
+from muster.events.hub import MAX_KIND_PREFIX, MAX_SUBJECT_PREFIX, Event, WatchFilter
 from muster.http.responses import JSON
 from muster.limits import caller_name, holding
 from muster.observability import GaugeCollector, render_metrics
@@ -24,6 +24,7 @@ _KEEPALIVE_S = 15.0
 
 def router(runtime: Runtime) -> APIRouter:
     api = APIRouter(tags=["operations"])
+    frames = _Frames()
 
     @api.get("/health", summary="Liveness: the process answers")
     async def health() -> Response:
@@ -56,41 +57,62 @@ def router(runtime: Runtime) -> APIRouter:
         last_event_id: int | None = Header(None, ge=0, description="standard SSE resume header"),
     ) -> Response:
         start = last_event_id if last_event_id is not None else since
-        stream = runtime.hub.watch(start, WatchFilter.requested(kind, subject))
+        stream: AsyncIterator[list[Event]] = runtime.hub.watch_batches(start, WatchFilter.requested(kind, subject))
         slots = runtime.hub.slots
         if slots is not None:
             address = request.client.host if request.client else None
             stream = holding(slots.acquire(caller_name(slots.auth, address)), stream)
-        return StreamingResponse(_sse(stream), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+        return StreamingResponse(
+            _sse(stream, frames), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        )
 
     return api
 
 
-async def _sse(stream: AsyncIterator[object]) -> AsyncIterator[bytes]:
-    """Format events as SSE frames, with a comment line every 15 s to keep proxies open."""
+class _Frames:
+    """SSE frames by revision, for one runtime's log: every watcher of a live event sends the same bytes,
+    encoded once."""
+
+    def __init__(self, kept: int = 4096) -> None:
+        self.kept = kept
+        self._frames: dict[int, bytes] = {}
+
+    def __call__(self, event: Event) -> bytes:
+        frame = self._frames.get(event.revision)
+        if frame is None:
+            frame = (f"id: {event.revision}\nevent: {event.kind}\ndata: ".encode()
+                     + orjson.dumps(event.to_dict()) + b"\n\n")
+            if len(self._frames) >= self.kept:
+                del self._frames[next(iter(self._frames))]  # the oldest
+            self._frames[event.revision] = frame
+        return frame
+
+
+async def _sse(stream: AsyncIterator[list[Event]], frame: _Frames) -> AsyncIterator[bytes]:
+    """Format events as SSE frames (the events already queued go out in one write), with a comment line
+    every 15 s to keep proxies open."""
     iterator = aiter(stream)
     yield b": muster watch\n\n"
-    next_event: asyncio.Task[object] | None = None
+    next_batch: asyncio.Task[list[Event]] | None = None
     try:
         while True:
-            if next_event is None:
-                next_event = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({next_event}, timeout=_KEEPALIVE_S)
+            if next_batch is None:
+                next_batch = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({next_batch}, timeout=_KEEPALIVE_S)
             if not done:
                 yield b": keep-alive\n\n"
                 continue
             try:
-                event = next_event.result()
+                batch = next_batch.result()
             except MusterError as exc:
                 yield b"event: error\ndata: " + orjson.dumps(exc.to_dict()) + b"\n\n"
                 return
             except StopAsyncIteration:
                 return
-            next_event = None
-            data = orjson.dumps(event.to_dict())  # type: ignore[attr-defined]
-            yield f"id: {event.revision}\nevent: {event.kind}\n".encode() + b"data: " + data + b"\n\n"  # type: ignore[attr-defined]
+            next_batch = None
+            yield b"".join(frame(event) for event in batch)
     finally:
-        if next_event is not None:
-            next_event.cancel()
+        if next_batch is not None:
+            next_batch.cancel()
         with contextlib.suppress(Exception):
             await iterator.aclose()  # type: ignore[attr-defined]
