@@ -47,6 +47,11 @@ class Ctx:
     def lease(self) -> int:
         return int(self.call("leases:write", "POST", "/reserve", json=self.symbol())["lease_id"])
 
+    def lease_events(self) -> dict[str, Any]:
+        """A watch of repo ``auth`` from the start, with at least one lease event in it to read."""
+        self.lease()
+        return {"repo": "auth", "since": 0}
+
     def plan(self) -> str:
         plan_id = unique("plan")
         self.call("leases:write", "POST", "/plans/reserve", json={"plan_id": plan_id, "symbols": [self.symbol()]})
@@ -148,7 +153,7 @@ GRPC_CASES: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     _SRM + "Lookup": lambda c: _key(c.call("leases:write", "POST", "/reserve", json=c.symbol())),
     _SRM + "Release": lambda c: {"lease_id": c.lease()},
     _SRM + "Extend": lambda c: {"lease_id": c.lease(), "ttl_sec": 60},
-    _SRM + "Watch": lambda c: {"repo": "auth", "since": 0},
+    _SRM + "Watch": lambda c: c.lease_events(),
     _SRM + "ReservePlan": lambda c: {"plan_id": unique("gp"), "symbols": [c.symbol()]},
     _SRM + "GetPlan": lambda c: {"plan_id": c.plan()},
     _SRM + "ReleasePlan": lambda c: {"plan_id": c.plan()},
