@@ -81,3 +81,37 @@ async def test_frozen_store_fails_writes_in_bounded_time_serves_reads_and_recove
     while not (await runtime.readiness())[0]:
         assert time.monotonic() < deadline, "readiness never came back"
         await asyncio.sleep(0.2)
+
+
+async def test_a_leader_whose_store_was_away_briefly_begins_a_new_watch(
+    frozen_runtime: tuple[Any, FreezingProxy],
+) -> None:
+    """The store frozen for less than a lease: the leader keeps its epoch, and its first renewal after the
+    thaw is a resume (a new ``acquired_at``), so the monitor judges no silence from while it was away."""
+    from muster.store.leader import Leadership
+
+    runtime, proxy = frozen_runtime
+    leadership = Leadership(runtime.store, lease_s=4.0)
+    assert await leadership.try_acquire()
+    epoch, began = leadership.epoch, leadership.acquired_at
+    leadership.start()
+    try:
+        proxy.freeze()
+        await _until(lambda: leadership.interrupted)  # a renewal failed
+        assert leadership.held  # less than a lease: still the leader
+        proxy.thaw()
+        await _until(lambda: leadership.acquired_at != began and not leadership.interrupted)
+        assert leadership.epoch == epoch and leadership.held
+    finally:
+        proxy.thaw()
+        await leadership.release()
+
+
+async def _until(probe: Any) -> None:
+    """Poll ``probe`` (state another task changes) for up to 10 s."""
+    async with asyncio.timeout(10):
+        for _ in range(400):
+            if probe():
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("not within 10 s")

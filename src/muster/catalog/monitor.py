@@ -75,17 +75,24 @@ class HeartbeatMonitor:
         """Sweep every ``interval`` while this process leads (the lease is kept by ``Leadership``)."""
         set_current(SYSTEM)  # what the monitor changes, the server changed: events say "muster"
         watching_since: datetime | None = None
+        store_was_away = False  # the last sweep failed: the silence since it is not judged
         while True:
             try:
                 if self.leadership.held:
                     if self.leadership.acquired_at != watching_since:  # a takeover, or leading again after a lapse
                         watching_since = self.watched_since = self.leadership.acquired_at
                         log.info("monitor.watching", epoch=self.leadership.epoch, grace="one TTL from now")
+                    elif store_was_away:
+                        self.watched_since = self.catalog.clock.now()
+                        log.info("monitor.watching", epoch=self.leadership.epoch, grace="one TTL from now",
+                                 reason="the store is back")
+                    store_was_away = False
                     await self.sweep()
             except LeadershipLost as exc:
                 MONITOR_SWEEPS.labels(outcome="fenced").inc()
                 log.warning("monitor.fenced", reason=str(exc))
-            except Exception as exc:
+            except Exception as exc:  # the store away, as a rule: the silence it hid is not judged either
+                store_was_away = True
                 MONITOR_SWEEPS.labels(outcome="failed").inc()
                 log.warning("monitor.sweep_failed", error=repr(exc))
             await asyncio.sleep(self.interval)

@@ -71,6 +71,7 @@ class Leadership:
         # leader's watch begins there.
         self.acquired_at: datetime | None = None
         self._valid_until = 0.0  # time.monotonic(): past it, this process does not act as leader
+        self.interrupted = False  # a renewal failed while held: the next one that succeeds is a resume
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -93,12 +94,14 @@ class Leadership:
                 await self.try_acquire()
             except Exception as exc:  # the store is away: the lease lapses by itself
                 log.warning("leader.renew_failed", lease=self.name, error=exc.__class__.__name__)
+                self.interrupted = self.epoch is not None  # held on, but nobody watched meanwhile
             await asyncio.sleep(self.renew_interval)
 
     async def try_acquire(self) -> bool:
         """Renew the lease if this process holds it, take it if it has expired; True while held."""
         started = time.monotonic()
-        lapsed = not self.held  # it could not renew for a whole lease: nobody was watching meanwhile
+        # It could not renew for a whole lease, or a renewal failed (the store was away): the watch begins anew.
+        lapsed = not self.held or self.interrupted
         async with self.store.read() as conn:
             row = (await conn.execute(select(table.c.holder, table.c.epoch, table.c.expires_at).where(
                 table.c.name == self.name
@@ -113,12 +116,13 @@ class Leadership:
             self._lost()
             return False
         if epoch != self.epoch or lapsed:
-            # Taken, or held again after a lapse (the store was away for a whole lease): a new watch begins.
+            # Taken, or held again after the store was away: a new watch begins.
             event = "leader.acquired" if epoch != self.epoch else "leader.resumed"
             self.epoch = epoch
             self.acquired_at = self.store.clock.now()
             log.info(event, lease=self.name, epoch=epoch, holder=self.holder, lease_s=self.lease_s)
         self._valid_until = started + self.lease_s
+        self.interrupted = False
         return True
 
     async def _claim(self, tx: Tx, seen: _Lease | None, mine: bool) -> int | None:
