@@ -61,14 +61,18 @@ class PrivatePostgres:
         return self
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=300"
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=300"
+                   " -c log_lock_waits=on -c deadlock_timeout=1s")  # a wait over 1 s is logged with its blocker
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
 
     def crash(self) -> None:
         """Stop at once, as a crash does: backends die without a checkpoint; the next start recovers."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
-    def destroy(self) -> None:
+    def destroy(self, keep_log: Path | None = None) -> None:
+        """Stop and remove it; its server log is copied to ``keep_log`` first, when given."""
+        if keep_log is not None and (self.root / "log").exists():
+            shutil.copyfile(self.root / "log", keep_log)
         with contextlib.suppress(subprocess.CalledProcessError):  # not running
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)

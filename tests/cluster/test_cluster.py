@@ -259,13 +259,13 @@ async def _restart(server: ServerProcess) -> None:
 
 
 @pytest.fixture
-def private_postgres() -> Any:
-    """A PostgreSQL server of this test's own, which it may crash."""
+def private_postgres(tmp_path: Path) -> Any:
+    """A PostgreSQL server of this test's own, which it may crash (its log is kept beside the replicas')."""
     if postgres_binaries() is None:
         pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
     pg = PrivatePostgres().create()
     yield pg
-    pg.destroy()
+    pg.destroy(keep_log=tmp_path / "postgresql.log")
 
 
 async def test_three_replicas_under_pause_kill_and_restart(server_factory: Any, tmp_path: Path,
