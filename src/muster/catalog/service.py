@@ -346,7 +346,10 @@ class CatalogService:
         ``HeartbeatMonitor``). The mark is written even with no beats, so an idle process holds
         nobody's judgement back."""
         through = self.clock.now()
-        beats, self._pending_beats = list(self._pending_beats.values()), {}
+        # In service-id order: two processes flushing the same services lock their rows in one order,
+        # so their flushes never deadlock (PostgreSQL would fail one of them after a second).
+        beats = [self._pending_beats[sid] for sid in sorted(self._pending_beats)]
+        self._pending_beats = {}
 
         async def op(tx: Tx) -> None:
             await q.flush_beats(tx.conn, beats)

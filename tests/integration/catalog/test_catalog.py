@@ -21,6 +21,7 @@ from muster.errors import Invalid, NotFound
 from muster.events.hub import WatchFilter
 from muster.events.sinks import AlertFileSink
 from muster.server import build_runtime, close_runtime
+from muster.store.engine import Store
 from muster.store.schema import events
 from muster.validation import parse
 from tests.conftest import settings_for
@@ -216,6 +217,35 @@ async def test_a_process_whose_flushes_lag_delays_the_verdict_instead_of_a_false
     async with runtime.store.read() as conn:
         writers = set((await conn.execute(select(beat_flushes.c.writer))).scalars())
     assert other.writer_id not in writers and runtime.catalog.writer_id in writers
+
+
+async def test_two_processes_flushing_the_same_services_never_deadlock(runtime: Any, db_url: str) -> None:
+    """Two processes whose buffered beats cover the same services, taken in opposite orders, flush at the
+    same time again and again: the rows are locked in one order, so PostgreSQL reports no deadlock."""
+    from sqlalchemy import text
+
+    ids = [(await runtime.catalog.register(_reg(f"flush-{i}"))).service_id for i in range(120)]
+    other_store = Store(db_url)  # another process's own connections and writer
+    other = CatalogService(other_store, runtime.hub, runtime.catalog.clock)
+    await other.load()
+
+    async def deadlocks() -> int:
+        if runtime.store.dialect != "postgresql":
+            return 0
+        async with runtime.store.read() as conn:
+            query = text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            return int((await conn.execute(query)).scalar_one())
+
+    before = await deadlocks()
+    for _ in range(15):
+        for sid in ids:
+            await runtime.catalog.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
+        for sid in reversed(ids):
+            await other.heartbeat(parse(HeartbeatInput, {"service_id": sid}))
+        await asyncio.gather(runtime.catalog.flush(), other.flush())
+    await other_store.close()  # a backend that ends reports its counters
+    await asyncio.sleep(1.5)  # and the others within a second
+    assert await deadlocks() == before
 
 
 async def test_concurrent_registrations_never_fail(runtime: Any) -> None:
