@@ -52,6 +52,7 @@ LEASE_TTL_S = 3
 FREEZE_S = 3.0
 DOWN_S = 1.0  # how long the crashed database stays down before it starts again (and recovers)
 BEAT_TTL_S = 2
+SETUP_TIMEOUT_S = 10.0  # the services the run is about are registered before any fault: no reply may be lost
 # Services beating every 0.3 s through the faults (interval 1 s, TTL 2 s): 50, the scale the target names.
 BEATERS = int(os.environ.get("MUSTER_CLUSTER_BEATERS", "50"))
 WATCHER = 2  # the replica whose watch stream times writes made through the others
@@ -168,7 +169,7 @@ async def _quiet_visibility(cluster: Cluster, samples: int) -> list[float]:
         writer, reader = n % REPLICAS, (n + 1) % REPLICAS
         body = {"name": f"quiet-{n}", "type": "service", "url": f"http://quiet-{n}:1", "heartbeat_interval_s": 1800,
                 "ttl_s": 3600}
-        reply = await cluster.clients[writer].post("/register", json=body)
+        reply = await cluster.clients[writer].post("/register", json=body, timeout=SETUP_TIMEOUT_S)
         acked = time.monotonic()
         service_id = reply.json()["service_id"]
         for _ in range(2000):
@@ -298,15 +299,17 @@ async def test_three_replicas_under_pause_kill_and_restart(server_factory: Any, 
                     "ttl_s": ttl}
 
         beating = [
-            (await cluster.clients[i % REPLICAS].post("/register", json=service(f"beat-{i}", 1, BEAT_TTL_S))).json()
-            ["service_id"] for i in range(BEATERS)
+            (await cluster.clients[i % REPLICAS].post("/register", json=service(f"beat-{i}", 1, BEAT_TTL_S),
+                                                      timeout=SETUP_TIMEOUT_S)).json()["service_id"]
+            for i in range(BEATERS)
         ]
         beat_acks: dict[str, list[float]] = {sid: [time.monotonic()] for sid in beating}
         tasks = [asyncio.create_task(_beating(cluster, sid, beat_acks[sid], stop)) for sid in beating]
         tasks.append(asyncio.create_task(_watch(cluster, WATCHER, acked, seen, stop)))
         await asyncio.sleep(0.5)
-        silent = [(await cluster.clients[i % REPLICAS].post("/register", json=service(f"silent-{i}", 1, 2))).json()
-                  ["service_id"] for i in range(5)]
+        silent = [(await cluster.clients[i % REPLICAS].post("/register", json=service(f"silent-{i}", 1, 2),
+                                                            timeout=SETUP_TIMEOUT_S)).json()["service_id"]
+                  for i in range(5)]
         tasks.append(asyncio.create_task(_registrations(cluster, history, acked, stop)))
         tasks += [asyncio.create_task(_leases(cluster, history, stop)) for _ in range(6)]
         visible_ms: list[float] = []
