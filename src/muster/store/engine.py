@@ -314,12 +314,17 @@ class Store:
         except (OperationalError, OSError) as exc:
             raise Unavailable(f"store unavailable: {exc.__class__.__name__}") from exc
         except DBAPIError as exc:
+            if exc.connection_invalidated:  # the server went away mid-read (a restart, a crash)
+                raise Unavailable(f"store unavailable: {exc.__class__.__name__}") from exc
             refused = _refused_value(exc)
             if refused is exc:
                 raise
             raise refused from exc
         finally:
-            await conn.close()
+            # A connection the server dropped cannot roll back; the pool discards it, and what was read
+            # (or the error above) is the answer, not the failed clean-up.
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def ping(self) -> None:
         async with self.read() as conn:
