@@ -143,6 +143,21 @@ async def _registrations(cluster: Cluster, history: History, acked: dict[str, fl
         await asyncio.sleep(0.02)
 
 
+async def _seen_after_ms(cluster: Cluster, writer: int, reader: int, name: str, *, polls: int, pause: float,
+                         register_within_s: float = 1.0) -> float | None:
+    """Register ``name`` on ``writer``, then poll ``reader`` until it answers GET /services/<id>: the
+    milliseconds from the acknowledgement, or None when it did not within ``polls`` polls."""
+    body = {"name": name, "type": "service", "url": f"http://{name}:1", "heartbeat_interval_s": 1800, "ttl_s": 3600}
+    reply = await cluster.clients[writer].post("/register", json=body, timeout=register_within_s)
+    acked = time.monotonic()
+    service_id = reply.json()["service_id"]
+    for _ in range(polls):
+        if (await cluster.clients[reader].get(f"/services/{service_id}")).status_code == 200:
+            return (time.monotonic() - acked) * 1000
+        await asyncio.sleep(pause)
+    return None
+
+
 async def _visibility(cluster: Cluster, visible_ms: list[float], stop: asyncio.Event) -> None:
     """Register on one replica, then time until another replica answers GET /services/<id>."""
     n = 0
@@ -150,16 +165,9 @@ async def _visibility(cluster: Cluster, visible_ms: list[float], stop: asyncio.E
         n += 1
         writer, reader = random.sample(cluster.live(), 2) if len(cluster.live()) > 1 else (0, 0)
         with contextlib.suppress(httpx.HTTPError, KeyError):
-            body = {"name": f"seen-{n}", "type": "service", "url": f"http://seen-{n}:1", "heartbeat_interval_s": 1800,
-                    "ttl_s": 3600}
-            reply = await cluster.clients[writer].post("/register", json=body)
-            acked = time.monotonic()
-            service_id = reply.json()["service_id"]
-            for _ in range(100):
-                if (await cluster.clients[reader].get(f"/services/{service_id}")).status_code == 200:
-                    visible_ms.append((time.monotonic() - acked) * 1000)
-                    break
-                await asyncio.sleep(0.005)
+            seen = await _seen_after_ms(cluster, writer, reader, f"seen-{n}", polls=100, pause=0.005)
+            if seen is not None:
+                visible_ms.append(seen)
         await asyncio.sleep(0.1)
 
 
@@ -168,17 +176,10 @@ async def _quiet_visibility(cluster: Cluster, samples: int) -> list[float]:
     until it answers for the registration (the service figure; the probe under load is an upper bound)."""
     found: list[float] = []
     for n in range(samples):
-        writer, reader = n % REPLICAS, (n + 1) % REPLICAS
-        body = {"name": f"quiet-{n}", "type": "service", "url": f"http://quiet-{n}:1", "heartbeat_interval_s": 1800,
-                "ttl_s": 3600}
-        reply = await cluster.clients[writer].post("/register", json=body, timeout=SETUP_TIMEOUT_S)
-        acked = time.monotonic()
-        service_id = reply.json()["service_id"]
-        for _ in range(2000):
-            if (await cluster.clients[reader].get(f"/services/{service_id}")).status_code == 200:
-                found.append((time.monotonic() - acked) * 1000)
-                break
-            await asyncio.sleep(0.001)
+        seen = await _seen_after_ms(cluster, n % REPLICAS, (n + 1) % REPLICAS, f"quiet-{n}", polls=2000,
+                                    pause=0.001, register_within_s=SETUP_TIMEOUT_S)
+        if seen is not None:
+            found.append(seen)
     return found
 
 
