@@ -72,6 +72,30 @@ _SERVE_FLAGS: dict[str, dict[str, Any]] = {
                       "(default: none required)"},
     "tls_principal_from_cn": {"action": "store_true", "help": "with mTLS: a client certificate's CN stands for "
                               "the token of that name (default off)"},
+    "kafka_brokers": {"metavar": "HOST:PORT,...", "help": "publish every event to these Kafka-protocol brokers "
+                      "(Redpanda, Kafka); also $REDPANDA_BROKERS (default: none)"},
+    "kafka_topic_template": {"help": "topic per event: {context} (catalog, leases, graph, identity) and {kind} "
+                             "(default muster-{context})"},
+    "kafka_partitions": {"type": int, "help": "partitions of a topic Muster creates (default 3)"},
+    "kafka_replication": {"type": int, "help": "replication factor of a topic Muster creates (default 1)"},
+    "kafka_no_idempotence": {"action": "store_true", "help": "a plain producer, for brokers that refuse idempotent "
+                             "ones (default: idempotent)"},
+    "kafka_security_protocol": {"choices": ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
+                                "help": "how to reach the brokers (default PLAINTEXT)"},
+    "kafka_sasl_mechanism": {"choices": ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+                             "help": "SASL mechanism with SASL_* (default none)"},
+    "kafka_sasl_username": {"help": "SASL user name (default none)"},
+    "kafka_sasl_password": {"help": "SASL password; prefer $MUSTER_KAFKA_SASL_PASSWORD (default none)"},
+    "kafka_ca_file": {"metavar": "PEM", "help": "CA that signed the brokers' certificates (default: the system's)"},
+    "kafka_cert_file": {"metavar": "PEM", "help": "client certificate for the brokers (default none)"},
+    "kafka_key_file": {"metavar": "PEM", "help": "private key of --kafka-cert-file (default none)"},
+    "nats_url": {"metavar": "URL", "help": "publish every event to NATS JetStream at this URL, stream MUSTER_EVENTS "
+                 "(default: none)"},
+    "bus_batch": {"type": int, "help": "events per published batch; a failover repeats at most one (default 1000)"},
+    "bus_timeout": {"type": float, "help": "seconds a batch may take to be acknowledged before the sink reconnects "
+                    "and re-sends it (default 10)"},
+    "bus_start": {"choices": ["now", "oldest"], "help": "where a sink that never published starts: the log's head "
+                  "or the oldest event kept (default now)"},
 }
 
 

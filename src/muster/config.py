@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long, a loop of links: no file there either
+        return False
 
 
 class Settings(BaseSettings):
@@ -85,6 +92,35 @@ class Settings(BaseSettings):
     tls_client_ca: Path | None = None
     # With mTLS: a client certificate's CN stands for the token of that name (no bearer needed).
     tls_principal_from_cn: bool = False
+    # The fleet's bus (muster.events.bus): every event of the log, published by the leader.
+    # Kafka protocol (Redpanda, Apache Kafka): host:port,... ; seed 004's REDPANDA_BROKERS is read too.
+    kafka_brokers: str | None = Field(
+        None, validation_alias=AliasChoices("kafka_brokers", "MUSTER_KAFKA_BROKERS", "REDPANDA_BROKERS")
+    )
+    # One topic per context ({context}: catalog, leases, graph, identity) or per kind ({kind}).
+    kafka_topic_template: str = "muster-{context}"
+    kafka_partitions: int = Field(3, ge=1, le=10_000)
+    kafka_replication: int = Field(1, ge=1, le=100)
+    # The producer is idempotent (the broker drops a retried batch it already has); this turns that off for
+    # brokers without idempotent producers (Tansu's in-memory storage refuses InitProducerId).
+    kafka_no_idempotence: bool = False
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    # TLS to the brokers (SSL, SASL_SSL): the CA to trust, and a client certificate if they ask for one.
+    kafka_ca_file: Path | None = None
+    kafka_cert_file: Path | None = None
+    kafka_key_file: Path | None = None
+    # NATS JetStream: nats://host:port (stream MUSTER_EVENTS, subjects muster.events.<kind>).
+    nats_url: str | None = None
+    # Events per published batch (the cursor moves once per acknowledged batch), and where a sink that has
+    # never published starts: at the log's head ("now") or at the oldest event still kept ("oldest").
+    bus_batch: int = Field(1000, ge=1, le=100_000)
+    bus_start: Literal["now", "oldest"] = "now"
+    # Seconds a batch may take to be acknowledged (and a connection to open) before the sink is closed,
+    # opened again and the batch re-sent.
+    bus_timeout: float = Field(10.0, gt=0, le=300)
 
     @model_validator(mode="after")
     def _tls_complete(self) -> Settings:
@@ -96,7 +132,37 @@ class Settings(BaseSettings):
             raise ValueError("tls_principal_from_cn needs tls_client_ca (the CN comes from a verified certificate)")
         for name in ("tls_cert", "tls_key", "tls_client_ca"):
             path = getattr(self, name)
-            if path is not None and not path.is_file():
+            if path is not None and not _is_file(path):
+                raise ValueError(f"{name}: no readable file at {path}")
+        return self
+
+    @field_validator("kafka_topic_template")
+    @classmethod
+    def _topic_template(cls, value: str) -> str:
+        import re
+        import string
+
+        names = {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
+        if not names <= {"context", "kind"}:
+            raise ValueError("kafka_topic_template may use only {context} and {kind}")
+        sample = value.format(context="catalog", kind="catalog.status_changed")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", sample):
+            raise ValueError("kafka_topic_template must give topic names of letters, digits, '.', '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_complete(self) -> Settings:
+        if self.kafka_sasl_mechanism is not None and not self.kafka_security_protocol.startswith("SASL"):
+            raise ValueError("kafka_sasl_mechanism needs kafka_security_protocol SASL_PLAINTEXT or SASL_SSL")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError("kafka_security_protocol SASL_* needs kafka_sasl_username and kafka_sasl_password")
+        if (self.kafka_cert_file is None) != (self.kafka_key_file is None):
+            raise ValueError("kafka_cert_file and kafka_key_file go together: give both, or neither")
+        for name in ("kafka_ca_file", "kafka_cert_file", "kafka_key_file"):
+            path = getattr(self, name)
+            if path is not None and not _is_file(path):
                 raise ValueError(f"{name}: no readable file at {path}")
         return self
 

@@ -33,6 +33,8 @@ class Runtime:
     draining: bool = False
     # Doors served by other processes that have not announced themselves yet.
     doors_starting: set[str] = field(default_factory=set)
+    # The bus publisher (muster.events.bus.BusPublisher), set by ``serve_doors``.
+    bus: Any = None
 
     async def readiness(self) -> tuple[bool, str]:
         """Ready when the store answers and its schema is at the newest migration."""

@@ -150,6 +150,17 @@ async def serve_doors(
         interval=settings.event_prune_interval,
     )
     pruner.start()
+    from muster.events.bus import BusPublisher, configured_sinks
+
+    # The fleet's bus: published by whichever process leads, from a durable cursor per sink.
+    bus = BusPublisher(
+        runtime.hub, leadership, configured_sinks(settings), batch=settings.bus_batch, start=settings.bus_start,
+        timeout=settings.bus_timeout,
+    )
+    runtime.bus = bus
+    if bus.sinks:
+        runtime.catalog.bus_status = bus.status
+    bus.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -236,6 +247,7 @@ async def serve_doors(
         await monitor.close()
         await pruner.close()
         await sink.close()
+        await bus.close()
         await leadership.release()  # before the store closes: a follower takes over at once
         await close_runtime(runtime)
         log.info("server.stopped")

@@ -202,6 +202,10 @@ class CatalogServicer(pb_grpc.CatalogServicer):
             last_check=timestamp(stats.last_check),
             replicas=stats.replicas,
             self_preservation=stats.self_preservation,
+            buses=[
+                pb.BusSink(sink=b.sink, published_revision=b.published_revision, lag_revisions=b.lag_revisions)
+                for b in stats.buses
+            ],
         )
 
     @unary("Catalog/ListAlerts")

@@ -67,9 +67,10 @@ alerts = Table(
     Column("details", JSONType, nullable=False),
     Column("actor", Text, nullable=False, server_default="muster"),
     CheckConstraint(
-        "alert_type IN ('service_down', 'service_deregistered', 'service_recovered')", name="alert_type"
+        "alert_type IN ('service_down', 'service_deregistered', 'service_recovered', 'bus_events_dropped')",
+        name="alert_type",
     ),
-    CheckConstraint("action IN ('marked_down', 'deregistered', 'restored')", name="action"),
+    CheckConstraint("action IN ('marked_down', 'deregistered', 'restored', 'skipped')", name="action"),
     Index("ix_catalog_alerts_ts", "ts"),
     sqlite_autoincrement=True,
 )

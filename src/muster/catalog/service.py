@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,7 +50,7 @@ from muster.identity.model import require_owner
 from muster.store.engine import Store, Tx
 from muster.store.presence import count_replicas
 
-__all__ = ["BeatAck", "CatalogService", "Registered", "Stats"]
+__all__ = ["BeatAck", "CatalogService", "Registered", "SinkStatus", "Stats"]
 
 log = structlog.get_logger("muster.catalog")
 
@@ -75,6 +75,18 @@ class BeatAck:
 
 
 @dataclass(frozen=True, slots=True)
+class SinkStatus:
+    """What ``/stats`` and ``muster status`` say of one bus sink (muster.events.bus)."""
+
+    sink: str
+    published_revision: int  # the cursor: every event up to it was acknowledged by the bus
+    lag_revisions: int  # events in the log after the cursor, as this process has followed the log
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sink": self.sink, "published_revision": self.published_revision, "lag_revisions": self.lag_revisions}
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     total_services: int
     healthy_services: int
@@ -85,6 +97,8 @@ class Stats:
     replicas: int = 0
     # The monitor evicts nobody: too much of the fleet fell silent at once (muster.catalog.preservation).
     self_preservation: bool = False
+    # Each configured bus sink: how far it has published and how far behind the log it is (muster.events.bus).
+    buses: list[SinkStatus] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +109,7 @@ class Stats:
             "last_check": isoformat(self.last_check),
             "replicas": self.replicas,
             "self_preservation": self.self_preservation,
+            "buses": [bus.to_dict() for bus in self.buses],
         }
 
 
@@ -119,6 +134,8 @@ class CatalogService:
         self.self_preservation = False  # the monitor evicts nobody (catalog.self_preservation events)
         self.flush_interval = flush_interval
         self.impact_provider: ImpactProvider | None = None
+        # The bus sinks' status (set by the composition root when buses are configured).
+        self.bus_status: Callable[[], Awaitable[list[SinkStatus]]] | None = None
         self._pending_beats: dict[str, dict[str, Any]] = {}
         self.writer_id = uuid.uuid4().hex[:12]  # this process's flush mark (beat_flushes)
         self._status_in_flight: dict[str, list[str]] = {}  # service -> statuses being written, oldest first
@@ -327,6 +344,7 @@ class CatalogService:
             last_check=parse_isoformat(last_check),
             replicas=replicas,
             self_preservation=self.self_preservation,
+            buses=await self.bus_status() if self.bus_status is not None else [],
         )
 
     async def alerts(self, *, limit: int = 100, since: datetime | None = None) -> list[AlertRecord]:

@@ -9,7 +9,7 @@ import orjson
 from muster._proto.muster.v1 import catalog_pb2 as pb
 from muster._proto.muster.v1 import events_pb2 as events_pb
 from muster.catalog.model import AlertRecord, ServiceRecord
-from muster.catalog.service import BeatAck, Registered, Stats
+from muster.catalog.service import BeatAck, Registered, SinkStatus, Stats
 from muster.clock import parse_isoformat as parse_ts
 from muster.events.hub import Event
 from muster.grpc.common import field_or_none, timestamp_or_none
@@ -106,6 +106,10 @@ def stats_from_dict(data: dict[str, Any]) -> Stats:
         last_check=parse_ts(data.get("last_check")),
         replicas=int(data.get("replicas", 0)),
         self_preservation=bool(data.get("self_preservation", False)),
+        buses=[
+            SinkStatus(str(b["sink"]), int(b["published_revision"]), int(b["lag_revisions"]))
+            for b in data.get("buses", [])
+        ],
     )
 
 

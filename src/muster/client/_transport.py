@@ -31,7 +31,7 @@ from muster.catalog.model import (
     RegisterInput,
     ServiceRecord,
 )
-from muster.catalog.service import BeatAck, Registered, Stats
+from muster.catalog.service import BeatAck, Registered, SinkStatus, Stats
 from muster.client import _convert as cv
 from muster.client._credentials import Credentials
 from muster.errors import (
@@ -151,6 +151,7 @@ class GrpcTransport:
             last_check=reply.last_check.ToDatetime(tzinfo=UTC) if reply.HasField("last_check") else None,
             replicas=reply.replicas,
             self_preservation=reply.self_preservation,
+            buses=[SinkStatus(b.sink, b.published_revision, b.lag_revisions) for b in reply.buses],
         )
 
     async def alerts(self, limit: int, since: datetime | None) -> list[AlertRecord]:

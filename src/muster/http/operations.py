@@ -46,7 +46,14 @@ def router(runtime: Runtime) -> APIRouter:
             "muster_self_preservation", "1 while the monitor evicts nobody (self-preservation)", "state",
             lambda: {"active": float(runtime.catalog.self_preservation)},
         )
-        return Response(render_metrics([collector, preserving]), media_type="text/plain; version=0.0.4; charset=utf-8")
+        collectors = [collector, preserving]
+        if runtime.bus is not None and runtime.bus.sinks:
+            await runtime.bus.status()  # the cursors, read from the store at most once a second
+            collectors.append(GaugeCollector(
+                "muster_bus_lag_revisions", "Events in the log after each bus sink's cursor", "sink",
+                runtime.bus.lags,
+            ))
+        return Response(render_metrics(collectors), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/watch", summary="Server-Sent Events: replay after `since`, then follow live")
     async def watch(

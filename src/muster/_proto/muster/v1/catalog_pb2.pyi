@@ -216,7 +216,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("total_services", "healthy_services", "degraded_services", "down_services", "last_check", "replicas", "self_preservation")
+    __slots__ = ("total_services", "healthy_services", "degraded_services", "down_services", "last_check", "replicas", "self_preservation", "buses")
     TOTAL_SERVICES_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_SERVICES_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_SERVICES_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +224,7 @@ class Stats(_message.Message):
     LAST_CHECK_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     SELF_PRESERVATION_FIELD_NUMBER: _ClassVar[int]
+    BUSES_FIELD_NUMBER: _ClassVar[int]
     total_services: int
     healthy_services: int
     degraded_services: int
@@ -231,7 +232,18 @@ class Stats(_message.Message):
     last_check: _timestamp_pb2.Timestamp
     replicas: int
     self_preservation: bool
-    def __init__(self, total_services: _Optional[int] = ..., healthy_services: _Optional[int] = ..., degraded_services: _Optional[int] = ..., down_services: _Optional[int] = ..., last_check: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replicas: _Optional[int] = ..., self_preservation: _Optional[bool] = ...) -> None: ...
+    buses: _containers.RepeatedCompositeFieldContainer[BusSink]
+    def __init__(self, total_services: _Optional[int] = ..., healthy_services: _Optional[int] = ..., degraded_services: _Optional[int] = ..., down_services: _Optional[int] = ..., last_check: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replicas: _Optional[int] = ..., self_preservation: _Optional[bool] = ..., buses: _Optional[_Iterable[_Union[BusSink, _Mapping]]] = ...) -> None: ...
+
+class BusSink(_message.Message):
+    __slots__ = ("sink", "published_revision", "lag_revisions")
+    SINK_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    LAG_REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    sink: str
+    published_revision: int
+    lag_revisions: int
+    def __init__(self, sink: _Optional[str] = ..., published_revision: _Optional[int] = ..., lag_revisions: _Optional[int] = ...) -> None: ...
 
 class ListAlertsRequest(_message.Message):
     __slots__ = ("limit", "since")
