@@ -45,11 +45,14 @@ async def _cursor(runtime: Any) -> int | None:
     return None if value is None else int(value)
 
 
-async def _until(probe: Any, seconds: float = 10.0) -> Any:
-    async with asyncio.timeout(seconds):
-        while not (value := await probe()):
+async def _until(probe: Any) -> Any:
+    """Poll ``probe`` (state another task or process changes) for up to 10 s; its first true answer."""
+    async with asyncio.timeout(10):
+        for _ in range(400):
+            if value := await probe():
+                return value
             await asyncio.sleep(0.05)
-    return value
+    raise AssertionError("not within 10 s")
 
 
 async def test_events_pruned_before_they_were_published_raise_an_alert(
