@@ -5,6 +5,7 @@
     muster migrate [--database-url URL | --data-dir D]
     muster services [--server URL] [--status S]
     muster discover [--server URL] [--name N] [--type T] [--role R] [--cap C]... [--label K=V]...
+    muster status [--server URL] [--json]
     muster token create --name NAME --scope S [--scope S ...] [--expires 30d] [--json]
     muster token list [--json]
     muster token revoke NAME
@@ -143,6 +144,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="only this status (default: ok and degraded)")
     discover.add_argument("--limit", type=int, default=100, help="at most this many, best first (default 100)")
 
+    status = commands.add_parser("status", help="the fleet in numbers: services by status, the monitor, the buses")
+    _client_flags(status)
+    status.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
+
     token = commands.add_parser("token", help="make, list and revoke tokens (needs an admin token)")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", help="make a token and print its secret (shown this once)")
@@ -254,6 +259,24 @@ async def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _status(args: argparse.Namespace) -> int:
+    import orjson
+
+    async with await _connect(args) as client:
+        stats = await client.stats()
+    if args.json:
+        print(orjson.dumps(stats.to_dict()).decode())
+        return 0
+    body = stats.to_dict()
+    print(f"services: {body['total_services']} ({body['healthy_services']} ok, {body['degraded_services']} "
+          f"degraded, {body['down_services']} down)")
+    print(f"monitor: last sweep {body['last_check'] or 'never'}, {body['replicas']} replica(s)"
+          + (", self-preservation ON (evicting nobody)" if body["self_preservation"] else ""))
+    print("buses:")
+    print(_table(body["buses"], ("sink", "published_revision", "lag_revisions")) if body["buses"] else "(none)")
+    return 0
+
+
 _TOKEN_COLUMNS = ("name", "scopes", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at")
 
 
@@ -303,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     from muster.errors import MusterError, NotFound
 
-    commands = {"services": _services, "discover": _discover, "token": _token}
+    commands = {"services": _services, "discover": _discover, "status": _status, "token": _token}
     try:
         return asyncio.run(commands[args.command](args))
     except NotFound as exc:

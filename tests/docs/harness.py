@@ -28,7 +28,8 @@ The page can say how a block runs, in an HTML comment on the line before it
 Everywhere else ``curl`` fails on an HTTP error (``--fail-with-body``), so an
 example that meets a 404 fails the page. Pages name the default ports; the
 runner serves each page from a fresh server on free ports and rewrites
-``:8080`` and ``:9090`` in blocks to those.
+``:8080`` and ``:9090`` in blocks to those. A page whose server flags name NATS (``:4222``) or a
+Kafka broker (``:9092``) gets a private one of each (tests/brokers.py), its port rewritten likewise.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def matches(expected: str, actual: str) -> bool:
 
 _STRICT_CURL = 'curl() { command curl --fail-with-body -sS "$@"; }'
 _LENIENT_CURL = 'curl() { command curl -sS "$@"; }'
-_PORTS = re.compile(r"(?<=:)(8080|9090)\b")
+_PORTS = re.compile(r"(?<=:)(8080|9090|4222|9092)\b")
 
 
 @dataclass
@@ -154,7 +155,7 @@ class DocRun:
     _count: int = 0
 
     def localize(self, code: str) -> str:
-        return _PORTS.sub(lambda m: str(self.ports[m.group(1)]), code)
+        return _PORTS.sub(lambda m: str(self.ports.get(m.group(1), m.group(1))), code)
 
     def start(self) -> None:
         self._shell = subprocess.Popen(

@@ -6,8 +6,11 @@ order per subject, and duplicates stay within the documented bound (none at all 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.brokers import KafkaConsumerThread, NatsConsumerThread, PrivateNats, Tansu, nats_server_binary
+from tests.brokers import require_nats, KafkaConsumerThread, NatsConsumerThread, PrivateNats, Tansu, nats_server_binary
 from tests.conftest import ServerProcess, wait_for
 
 LEASE_S = 2.0
@@ -36,7 +39,7 @@ def store_url(request: pytest.FixtureRequest) -> str | None:
 def bus(request: pytest.FixtureRequest) -> Iterator[Any]:
     if request.param == "nats":
         if nats_server_binary() is None:
-            pytest.skip("nats-server is not installed")
+            require_nats()
         broker: Any = PrivateNats().start()
         broker.flags = ["--nats-url", broker.url]
         broker.consumer = lambda: NatsConsumerThread(broker.url)
@@ -139,6 +142,10 @@ def test_every_revision_is_published_once_in_order(server_factory: Any, tmp_path
     body = next(m[3] for m in consumer.received.messages if m[2] == "catalog.registered")
     assert body["source"] == "muster" and body["timestamp"] == body["ts"]
     assert {"revision", "kind", "subject", "payload", "ts", "actor"} <= set(body)
+    # The same over the gRPC door, through the CLI.
+    shown = subprocess.run([sys.executable, "-m", "muster.cli", "status", "--server", f"grpc://{server.grpc_target}",
+                            "--json"], capture_output=True, text=True, check=True, timeout=30).stdout
+    assert {"sink": bus.name, "published_revision": last, "lag_revisions": 0} in json.loads(shown)["buses"]
     metrics = httpx.get(f"{server.http_url}/metrics").text
     assert f'muster_bus_lag_revisions{{sink="{bus.name}"}} 0.0' in metrics
     name = f'muster_bus_published_total{{sink="{bus.name}"}}'
