@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.brokers import require_nats, KafkaConsumerThread, NatsConsumerThread, PrivateNats, Tansu, nats_server_binary
+from tests.brokers import KafkaConsumerThread, NatsConsumerThread, PrivateNats, Tansu, nats_server_binary, require_nats
 from tests.conftest import ServerProcess, wait_for
 
 LEASE_S = 2.0

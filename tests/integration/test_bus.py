@@ -16,7 +16,7 @@ from muster.events.bus import BUS_DROPPED, BusPublisher, NatsSink, cursor_key
 from muster.events.retention import prune_events
 from muster.store.engine import Tx
 from muster.store.leader import Leadership
-from tests.brokers import require_nats, NatsConsumerThread, PrivateNats, nats_server_binary
+from tests.brokers import NatsConsumerThread, PrivateNats, nats_server_binary, require_nats
 from tests.conftest import settings_for
 
 
