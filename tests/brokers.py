@@ -29,7 +29,13 @@ import orjson
 from tests.conftest import free_port
 
 __all__ = [
-    "KafkaConsumerThread", "NatsConsumerThread", "PrivateNats", "Received", "Tansu", "nats_server_binary", "require_nats",
+    "KafkaConsumerThread",
+    "NatsConsumerThread",
+    "PrivateNats",
+    "Received",
+    "Tansu",
+    "nats_server_binary",
+    "require_nats",
 ]
 
 
