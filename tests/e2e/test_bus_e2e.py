@@ -108,6 +108,15 @@ def _start(server_factory: Any, data_dir: Path, store_url: str | None, bus: Any,
     return server_factory(data_dir=data_dir, database_url=store_url, log_name=f"{name}.log", extra_args=flags)
 
 
+def _begin(server: ServerProcess, bus: Any, prefix: str) -> tuple[int, Any, Writer]:
+    """The sink's starting revision, then a consumer and a writer running: the stream to check."""
+    start = int(wait_for(lambda: _bus_status(server, bus.name), 10)["published_revision"])
+    consumer = bus.consumer().start()
+    writer = Writer(server.http_url, prefix)
+    writer.start()
+    return start, consumer, writer
+
+
 def _leads(server: ServerProcess) -> bool:
     return '"leader.acquired"' in (server.log_path.read_text(errors="replace") if server.log_path else "")
 
@@ -131,10 +140,7 @@ def test_every_revision_is_published_once_in_order(server_factory: Any, tmp_path
     """A normal run: each revision reaches the bus exactly once, with the watch API's JSON, `source` and
     `timestamp`, in revision order per subject; /stats and /metrics show the sink caught up."""
     server = _start(server_factory, tmp_path / "a", store_url, bus, "a")
-    start = wait_for(lambda: _bus_status(server, bus.name), 10)["published_revision"]
-    consumer = bus.consumer().start()
-    writer = Writer(server.http_url, "normal")
-    writer.start()
+    start, consumer, writer = _begin(server, bus, "normal")
     time.sleep(3)
     writer.finish()
     assert writer.acknowledged > 20 and writer.failed == 0
@@ -161,10 +167,7 @@ def test_a_killed_publisher_is_replaced_from_the_cursor(server_factory: Any, tmp
     first = _start(server_factory, shared, store_url, bus, "first")
     wait_for(lambda: _leads(first), 10)
     second = _start(server_factory, shared, store_url, bus, "second")
-    start = wait_for(lambda: _bus_status(second, bus.name), 10)["published_revision"]
-    consumer = bus.consumer().start()
-    writer = Writer(second.http_url, "failover")
-    writer.start()
+    start, consumer, writer = _begin(second, bus, "failover")
     time.sleep(2)
     assert first.process is not None
     os.killpg(first.process.pid, signal.SIGKILL)
@@ -181,10 +184,7 @@ def test_the_bus_stopped_and_restarted_mid_stream(server_factory: Any, tmp_path:
     (NATS, whose JetStream is on disk) killed and restarted. Muster stays ready, the backlog waits in the log,
     and the consumer still gets every revision in order."""
     server = _start(server_factory, tmp_path / "a", store_url, bus, "a")
-    start = wait_for(lambda: _bus_status(server, bus.name), 10)["published_revision"]
-    consumer = bus.consumer().start()
-    writer = Writer(server.http_url, "outage")
-    writer.start()
+    start, consumer, writer = _begin(server, bus, "outage")
     time.sleep(1)
     outages = [("frozen", bus.pause, bus.resume)]
     if bus.durable:  # Tansu's memory storage would lose what it holds: see tests/brokers.py

@@ -53,8 +53,9 @@ def test_seed_walkthrough_over_http(shared_server: ServerProcess) -> None:
         assert beat.status_code == 200
         stats = http.get("/stats").json()
         assert {"total_services", "healthy_services", "degraded_services", "down_services", "last_check",
-                "replicas", "self_preservation"} == set(stats)
+                "replicas", "self_preservation", "buses"} == set(stats)
         assert stats["replicas"] == 1
+        assert stats["buses"] == []  # no bus configured
         assert stats["healthy_services"] >= 1
         assert http.get("/health").status_code == 200
         assert http.get(f"/services/{sid}").json()["load"] == 0.35
