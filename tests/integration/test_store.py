@@ -213,3 +213,21 @@ async def test_a_writer_paused_inside_a_transaction_gives_its_locks_back(store: 
             assert (await other.execute(text("SELECT pg_try_advisory_xact_lock(4242)"))).scalar_one()
         with pytest.raises(Exception):  # noqa: B017 - the server ended the session; the driver's error varies
             await paused.execute(text("SELECT 1"))
+
+
+async def test_an_urgent_write_goes_ahead_of_the_queued_ones(runtime: Any) -> None:
+    """With 2,000 writes queued, an urgent one joins the next group: it commits before most of them."""
+    order: list[str] = []
+
+    def op(name: str) -> Any:
+        async def run(tx: Tx) -> None:
+            tx.emit("test.tick", name, {})
+            order.append(name)
+
+        return run
+
+    queued = [asyncio.ensure_future(runtime.store.write(op(f"q{i}"))) for i in range(2000)]
+    await asyncio.sleep(0)  # they are all in the queue
+    await runtime.store.write(op("urgent"), urgent=True)
+    await asyncio.gather(*queued)
+    assert len(order) == 2001 and order.index("urgent") < 2 * 256  # within the first two groups

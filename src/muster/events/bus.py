@@ -420,7 +420,8 @@ class BusPublisher:
             await self.leadership.fence(tx)
             await q.put_state(tx.conn, cursor_key(sink.name), revision, tx.insert)
 
-        await self.hub.store.write(op)
+        # Urgent: the next batch waits on it, and it must not queue behind a saturated request load.
+        await self.hub.store.write(op, urgent=True)
         self.cursors[sink.name] = revision
 
     async def _publish(self, sink: Sink) -> None:

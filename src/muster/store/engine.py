@@ -205,7 +205,9 @@ class Store:
         self.timeout = timeout
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
         self._on_commit: list[Callable[[list[dict[str, Any]]], Awaitable[None]]] = []
-        self._writer_queue: asyncio.Queue[tuple[WriteOp[Any], asyncio.Future[Any], str]] | None = None
+        # None in the queue only wakes the writer for the urgent lane (``write(..., urgent=True)``).
+        self._writer_queue: asyncio.Queue[_Queued | None] | None = None
+        self._urgent: list[_Queued] = []
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         self._groups_in_flight = 0
@@ -332,15 +334,24 @@ class Store:
 
     # -- writes -------------------------------------------------------------
 
-    async def write(self, op: WriteOp[T]) -> T:
-        """Run ``op`` in a write transaction with its events; return once committed."""
+    async def write(self, op: WriteOp[T], *, urgent: bool = False) -> T:
+        """Run ``op`` in a write transaction with its events; return once committed.
+
+        ``urgent``: the op joins the next group ahead of every write still queued (small housekeeping
+        writes that others wait on, such as the bus cursor, must not queue behind a saturated request load).
+        """
         if self._closed:
             raise Unavailable("store is closed")
         if self._writer_queue is None:
             self._writer_queue = asyncio.Queue()
             self._writer_task = asyncio.create_task(self._group_writer(), name="muster-store-writer")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._writer_queue.put((op, future, identity_caller.current().name))
+        item: _Queued = (op, future, identity_caller.current().name)
+        if urgent:
+            self._urgent.append(item)
+            self._writer_queue.put_nowait(None)
+        else:
+            await self._writer_queue.put(item)
         try:
             async with asyncio.timeout(self.timeout):
                 return await asyncio.shield(future)
@@ -368,9 +379,13 @@ class Store:
         assert self._writer_queue is not None
         queue = self._writer_queue
         while True:
-            batch = [await queue.get()]
+            first = await queue.get()
+            batch, self._urgent = self._urgent, []
+            if first is not None:
+                batch.append(first)
             while len(batch) < _MAX_GROUP and not queue.empty():
-                batch.append(queue.get_nowait())
+                if (queued := queue.get_nowait()) is not None:
+                    batch.append(queued)
             batch = [item for item in batch if not item[1].cancelled()]
             if batch:
                 self._groups_in_flight += 1
